@@ -1,0 +1,61 @@
+# Eureka: `make demo` (install + train on the small world) and `make test` (install + tests).
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+HELM_DIR := .tools/bin
+export PATH := $(CURDIR)/$(HELM_DIR):$(PATH)
+
+.PHONY: setup apt venv proto helm demo test test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights clean
+
+setup: apt venv proto helm
+
+apt:
+	@missing=""; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	 command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	 if [ -n "$$missing" ]; then echo "installing:$$missing"; $(SUDO) apt-get update -q && \
+	   DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; fi
+	@# Debian starts the packaged services; Eureka runs its own on free ports.
+	@-$(SUDO) systemctl disable --now redis-server prometheus >/dev/null 2>&1 || true
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'eureka_gen.pth').write_text('$(CURDIR)/gen\n')"
+	touch $@
+
+proto: gen/.built
+
+gen/.built: $(wildcard proto/eureka/v1/*.proto) $(VENV)/.installed
+	rm -rf gen && mkdir -p gen
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=gen --grpc_python_out=gen --pyi_out=gen proto/eureka/v1/*.proto
+	touch $@
+
+helm: $(HELM_DIR)/helm
+
+$(HELM_DIR)/helm:
+	../shared/tools/get-helm $(HELM_DIR) || { test -x /work/shared/tools/get-helm && /work/shared/tools/get-helm $(HELM_DIR); }
+
+demo: setup
+	$(VENV)/bin/eureka up
+
+# pytest exit 5 ("no tests collected") is a failure here: the suite must run real tests.
+test: setup
+	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected: failing"; exit 1; fi; exit $$rc
+
+test-slow: setup
+	$(PY) -m pytest -q -ra -m slow; rc=$$?; [ $$rc -eq 5 ] && { echo "no slow tests collected"; exit 1; }; exit $$rc
+
+chaos: setup
+	$(PY) -m pytest -q -ra -m chaos -s; rc=$$?; [ $$rc -eq 5 ] && { echo "no chaos tests collected"; exit 1; }; exit $$rc
+
+bench: bench-reward bench-buffer bench-rollout bench-weights
+
+bench-%: setup
+	$(PY) bench/$*.py
+
+clean:
+	rm -rf gen $(VENV) .tools

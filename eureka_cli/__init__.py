@@ -1,0 +1,3 @@
+"""The `eureka` command line."""
+
+__version__ = "0.1.0"

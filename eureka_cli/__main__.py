@@ -1,0 +1,3 @@
+from eureka_cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""The table of subcommands: words -> (settings model, entry point, help). Imports stay lazy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    help: str
+    settings: str | None  # "module:Class" of the pydantic settings, or None when not built yet
+    entry: str | None  # "module:function(settings) -> int", or None when not built yet
+    section: str = ""  # YAML section read from --config
+
+
+COMMANDS: list[Command] = [
+    Command(("reward", "serve"), "run the reward service (gRPC Verify + HTTP /get_reward)", None, None, "reward"),
+    Command(("buffer", "serve"), "run the buffer service (prompts and trajectories in Redis Streams)", None, None, "buffer"),
+    Command(("rollout", "serve"), "run a rollout worker (generate, score, put groups)", None, None, "rollout"),
+    Command(("learner", "run"), "run the learner (DeepSpeed GRPO/RLOO, weight publishing)", None, None, "learner"),
+    Command(("up",), "start redis and every service locally and train on the small world", None, None, "up"),
+]

@@ -1,0 +1,1 @@
+"""Eureka services: one folder each; they meet only in proto/ and shared/."""

@@ -1,0 +1,1 @@
+"""Code shared by the Eureka services: configuration, logging, metrics, gRPC plumbing, model I/O."""

@@ -1,0 +1,182 @@
+"""Typed configuration: one pydantic model per entry point, fed by CLI flags > env `EUREKA_*` > YAML > defaults.
+
+Defaults come from the design's recipe table (docs: DESIGN.md section 1). Every model forbids unknown keys,
+so a typo in a flag, a variable or a file is an error with a sentence, never a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_CONFIG_FILE: contextvars.ContextVar[tuple[Path | None, str]] = contextvars.ContextVar(
+    "eureka_config_file", default=(None, "")
+)
+
+
+class StrictModel(BaseModel):
+    """Sub-config base: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecipeConfig(StrictModel):
+    """The MM-Eureka recipe (DESIGN.md section 1)."""
+
+    n_samples: int = Field(8, ge=1, le=256, description="samples per prompt (group size)")
+    advantage: Literal["group_norm", "rloo"] = "group_norm"
+    clip_eps: float = Field(0.2, gt=0, lt=1, description="PPO clip epsilon")
+    ratio_cap: float = Field(3.0, gt=1, description="upper cap on the PPO ratio (dual clip)")
+    importance_cap: float = Field(5.0, gt=0, description="truncation of the proximal/behaviour importance weight")
+    kl_coef: float = Field(0.0, ge=0, description="KL to a frozen reference (k3); 0 = off, no reference kept")
+    entropy_coef: float = Field(0.0, ge=0)
+    filter_low: float = Field(0.1, ge=0, le=1, description="online filter: min mean accuracy of a kept group")
+    filter_high: float = Field(0.9, ge=0, le=1, description="online filter: max mean accuracy of a kept group")
+    max_staleness: int = Field(4, ge=0, description="max policy versions a sample may lag the learner")
+    rollout_batch_prompts: int = Field(128, ge=1, description="prompts per learner step")
+    lr: float = Field(1e-6, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_prompt_tokens: int = Field(3000, ge=1)
+    max_response_tokens: int = Field(4096, ge=1)
+    freeze_vision: bool = True
+    format_weight: float = Field(0.5, ge=0)
+    reward_mode: Literal["instruct", "pretrained"] = "instruct"
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> "RecipeConfig":
+        if self.filter_low > self.filter_high:
+            raise ValueError(
+                f"filter_low ({self.filter_low}) is above filter_high ({self.filter_high}); set filter_low <= filter_high"
+            )
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) is above lr ({self.lr}); set min_lr <= lr")
+        return self
+
+
+class SecurityConfig(StrictModel):
+    """Service token and TLS, shared by every server and client."""
+
+    service_token: SecretStr | None = Field(None, description="required on every call when set")
+    tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS on gRPC/HTTPS")
+    tls_key: Path | None = Field(None, description="server private key (PEM)")
+    tls_ca: Path | None = Field(None, description="CA bundle clients use to verify servers")
+
+    @model_validator(mode="after")
+    def _pair(self) -> "SecurityConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
+
+
+class GrpcConfig(StrictModel):
+    """Limits applied by the gRPC server and client factories."""
+
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="cap on any single message")
+    deadline_s: float = Field(30.0, gt=0, description="default deadline of every RPC")
+    retries: int = Field(4, ge=1, le=5, description="attempts for UNAVAILABLE (gRPC retry policy, max 5)")
+    workers: int = Field(16, ge=1, description="server thread pool size")
+    grace_s: float = Field(10.0, ge=0, description="time in-flight calls get on SIGTERM")
+
+
+class EurekaSettings(BaseSettings):
+    """Base of every entry point's settings: env prefix `EUREKA_`, nested with `__`, YAML section."""
+
+    model_config = SettingsConfigDict(env_prefix="EUREKA_", env_nested_delimiter="__", extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSectionSource(settings_cls))
+
+
+class _YamlSectionSource(PydanticBaseSettingsSource):
+    """Reads the section of the YAML file named for this entry point (or the whole file when absent)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path, section = _CONFIG_FILE.get()
+        if path is None:
+            return {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError as e:
+            raise ValueError(f"config file {path} does not exist; pass an existing YAML file to --config") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping at the top level")
+        if section and section in data:
+            data = data[section]
+        return data if isinstance(data, dict) else {}
+
+
+S = TypeVar("S", bound=EurekaSettings)
+
+
+def load_settings(cls: type[S], config_file: Path | str | None = None, section: str = "", **overrides: Any) -> S:
+    """Build settings with precedence overrides (CLI) > env `EUREKA_*` > YAML `section` > defaults."""
+    token = _CONFIG_FILE.set((Path(config_file) if config_file else None, section))
+    try:
+        return cls(**overrides)
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def parse_flag_value(raw: str) -> Any:
+    """A CLI flag value: JSON when it parses (numbers, lists, booleans), the raw string otherwise."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def flatten_fields(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, FieldInfo]]:
+    """Dotted field paths of a settings model, one level into sub-models (`recipe.n_samples`)."""
+    out: list[tuple[str, FieldInfo]] = []
+    for name, info in cls.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and not prefix:
+            out.extend(flatten_fields(ann, prefix=f"{name}."))
+        else:
+            out.append((prefix + name, info))
+    return out
+
+
+def nest_overrides(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"recipe.n_samples": 4} -> {"recipe": {"n_samples": 4}}."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        head, _, tail = key.partition(".")
+        if tail:
+            nested.setdefault(head, {})[tail] = value
+        else:
+            nested[head] = value
+    return nested
+
+
+class ServiceSettings(EurekaSettings):
+    """What every server shares: bind address, gRPC limits, security, metrics port."""
+
+    host: str = Field("127.0.0.1", description="address the servers bind")
+    grpc: GrpcConfig = GrpcConfig()
+    security: SecurityConfig = SecurityConfig()
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")

@@ -1,0 +1,179 @@
+"""gRPC server factory: message caps, the service-token interceptor, health, reflection, TLS, graceful stop.
+
+A servicer raises `ServiceError` (or a subclass) with a gRPC code and a sentence; `map_errors`
+turns it into the status once, at the edge. Health checks (`grpc.health.v1`) are exempt from the
+token so kubelet gRPC probes work; every other method requires it when a token is configured.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shared.auth import bearer_ok
+from shared.config import GrpcConfig, SecurityConfig
+from shared.logs import get_logger
+
+log = get_logger("grpc")
+
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+class ServiceError(Exception):
+    """An error with a gRPC status code and a sentence that tells the caller what to fix."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class InvalidArgument(ServiceError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class FailedPrecondition(ServiceError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(ServiceError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(ServiceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def map_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for servicer methods: ServiceError -> its status; anything else -> INTERNAL, logged."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except ServiceError as e:
+            context.abort(e.code, str(e))
+        except Exception:  # the edge: log with traceback, answer INTERNAL without internals
+            log.exception("unhandled error", method=method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the server log")
+
+    return wrapper
+
+
+class TokenInterceptor(grpc.ServerInterceptor):
+    """Refuses calls without `authorization: Bearer <token>` with UNAUTHENTICATED (health exempt)."""
+
+    def __init__(self, security: SecurityConfig) -> None:
+        self.token = security.service_token
+
+        def deny(request: Any, context: grpc.ServicerContext) -> None:
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong service token: send metadata 'authorization: Bearer <EUREKA_SECURITY__SERVICE_TOKEN>'",
+            )
+
+        def deny_stream_in(request_iterator: Any, context: grpc.ServicerContext) -> None:
+            deny(None, context)
+
+        self._deny = {
+            (False, False): grpc.unary_unary_rpc_method_handler(deny),
+            (False, True): grpc.unary_stream_rpc_method_handler(deny),
+            (True, False): grpc.stream_unary_rpc_method_handler(deny_stream_in),
+            (True, True): grpc.stream_stream_rpc_method_handler(deny_stream_in),
+        }
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+        if self.token is None or handler_call_details.method.startswith(_HEALTH_PREFIX):
+            return continuation(handler_call_details)
+        header = dict(handler_call_details.invocation_metadata or ()).get("authorization")
+        if bearer_ok(header, self.token):
+            return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        return self._deny[(handler.request_streaming, handler.response_streaming)]
+
+
+def server_options(cfg: GrpcConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.max_send_message_length", cfg.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class GrpcServer:
+    """A started gRPC server with health + reflection; `stop()` flips health to NOT_SERVING first."""
+
+    def __init__(
+        self,
+        add_servicers: Callable[[grpc.Server], Iterable[str]],
+        *,
+        host: str,
+        port: int,
+        grpc_cfg: GrpcConfig,
+        security: SecurityConfig,
+    ) -> None:
+        self.cfg = grpc_cfg
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=grpc_cfg.workers),
+            interceptors=[TokenInterceptor(security)],
+            options=server_options(grpc_cfg),
+        )
+        names = list(add_servicers(self.server))
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        self.service_names = names
+        address = f"{host}:{port}"
+        if security.tls_cert is not None and security.tls_key is not None:
+            creds = grpc.ssl_server_credentials([(security.tls_key.read_bytes(), security.tls_cert.read_bytes())])
+            self.port = self.server.add_secure_port(address, creds)
+        else:
+            self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind gRPC server to {address}; is the port in use?")
+
+    def start(self) -> "GrpcServer":
+        self.server.start()
+        self.set_serving(True)
+        return self
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.service_names]:
+            self.health.set(name, status)
+
+    def stop(self, grace: float | None = None) -> None:
+        self.set_serving(False)
+        self.server.stop(self.cfg.grace_s if grace is None else grace).wait()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+def stop_event_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (call from the main thread)."""
+    stop = threading.Event()
+
+    def _set(signum: int, frame: object) -> None:
+        log.info("signal received, stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _set)
+    signal.signal(signal.SIGINT, _set)
+    return stop
