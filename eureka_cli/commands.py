@@ -15,8 +15,10 @@ class Command:
 
 
 COMMANDS: list[Command] = [
-    Command(("reward", "serve"), "run the reward service (gRPC Verify + HTTP /get_reward)", None, None, "reward"),
-    Command(("buffer", "serve"), "run the buffer service (prompts and trajectories in Redis Streams)", None, None, "buffer"),
+    Command(("reward", "serve"), "run the reward service (gRPC Verify + HTTP /get_reward)",
+            "services.reward.config:RewardConfig", "services.reward.server:main", "reward"),
+    Command(("buffer", "serve"), "run the buffer service (prompts and trajectories in Redis Streams)",
+            "services.buffer.config:BufferConfig", "services.buffer.server:main", "buffer"),
     Command(("rollout", "serve"), "run a rollout worker (generate, score, put groups)", None, None, "rollout"),
     Command(("learner", "run"), "run the learner (DeepSpeed GRPO/RLOO, weight publishing)", None, None, "learner"),
     Command(("up",), "start redis and every service locally and train on the small world", None, None, "up"),

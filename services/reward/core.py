@@ -1,0 +1,178 @@
+"""Rule-based scoring of one response: answer extraction, format check, math-verify equivalence, letter fallback.
+
+Pure functions, no gRPC or HTTP. `score_item` runs inside a verifier worker process (math-verify's
+`signal.alarm` needs a main thread); everything here is also usable directly in tests.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+INSTRUCT = "instruct"
+PRETRAINED = "pretrained"
+
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+_ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_FORMAT = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
+_BOXED = "\\boxed{"
+
+# A multiple-choice reply: "B", "(B)", "B.", "B. 12", "B) 12", "option B", "the answer is (B)".
+_LETTER = re.compile(
+    r"^(?:the\s+)?(?:(?:correct\s+)?(?:answer|option|choice)\s*(?:is\s*)?[:：]?\s*)?"
+    r"[\(\[]?([A-Z])[\)\]]?(?:\s*[.:：)]\s*.*)?$",
+    re.IGNORECASE | re.DOTALL,
+)
+_GOLD_LETTER = re.compile(r"^\(?([A-Z])\)?\.?$")
+
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
+     "hundred": "100", "one hundred": "100", "thousand": "1000", "one thousand": "1000"}
+
+
+class Status(str, Enum):
+    OK = "ok"
+    GOLD_UNPARSEABLE = "gold_unparseable"
+    TIMEOUT = "timeout"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    response: str
+    gold: str
+    mode: str = INSTRUCT
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    accuracy: float
+    format: float
+    extracted: str
+    status: Status
+    detail: str = ""
+
+
+def extract_answer(response: str, mode: str) -> str | None:
+    """Instruct: the first `<answer>…</answer>`; pretrained: the last `\\boxed{…}` with balanced braces."""
+    if mode == PRETRAINED:
+        return last_boxed(response)
+    m = _ANSWER.search(response)
+    return m.group(1).strip() if m else None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{…}` whose braces balance (linear scan, no regex recursion)."""
+    start = text.rfind(_BOXED)
+    while start != -1:
+        depth, i = 1, start + len(_BOXED)
+        while i < len(text) and depth:
+            if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
+                i += 2  # an escaped brace is text, not structure
+                continue
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            return text[start + len(_BOXED): i - 1].strip()
+        start = text.rfind(_BOXED, 0, start)
+    return None
+
+
+def format_score(response: str, mode: str, min_think_chars: int = 300) -> float:
+    """1.0 when the response is exactly one `<think>…</think>` then exactly one `<answer>…</answer>`.
+
+    Pretrained mode follows MM-Eureka's pretrain reward: the same shape, and a think section shorter
+    than `min_think_chars` (after stripping) scores 0.
+    """
+    for tag in (_THINK_OPEN, _THINK_CLOSE, _ANSWER_OPEN, _ANSWER_CLOSE):
+        if response.count(tag) != 1:
+            return 0.0
+    m = _FORMAT.fullmatch(response)
+    if m is None or not m.group(1).strip() or not m.group(2).strip():
+        return 0.0
+    if mode == PRETRAINED and len(m.group(1).strip()) < min_think_chars:
+        return 0.0
+    return 1.0
+
+
+def gold_letter(gold: str) -> str | None:
+    """The letter of a multiple-choice gold ("B", "(B)", "B."), or None."""
+    m = _GOLD_LETTER.match(gold.strip())
+    return m.group(1) if m else None
+
+
+def answer_letter(answer: str) -> str | None:
+    """The one letter a multiple-choice reply names, upper-cased, or None when it names none or several."""
+    m = _LETTER.match(answer.strip())
+    return m.group(1).upper() if m else None
+
+
+def _has_expr(parsed: list[Any]) -> bool:
+    # math-verify returns [sympy_expr, text] on success and only the text when nothing parsed.
+    return any(not isinstance(p, str) for p in parsed)
+
+
+def _latex(text: str) -> str:
+    """Wrap a bare answer as inline LaTeX for math-verify (left alone when it has its own delimiters)."""
+    text = _NUMBER_WORDS.get(text.strip().lower().rstrip("."), text)
+    return text if "$" in text or "\\(" in text or "\\[" in text else f"${text}$"
+
+
+def parse_gold(gold: str, timeout_s: int) -> list[Any]:
+    from math_verify import parse
+
+    return parse(_latex(gold), parsing_timeout=timeout_s)
+
+
+def parse_answer(answer: str, timeout_s: int) -> list[Any]:
+    """The answer as LaTeX first; only when that yields no expression, math-verify's string/LaTeX/expr search."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, StringExtractionConfig, parse
+
+    parsed = parse(_latex(answer), parsing_timeout=timeout_s)
+    if _has_expr(parsed):
+        return parsed
+    cfg = [StringExtractionConfig(), LatexExtractionConfig(), ExprExtractionConfig()]
+    return parse(answer, extraction_config=cfg, parsing_timeout=timeout_s)
+
+
+def accuracy_score(answer: str, gold: str, options: tuple[str, ...], timeout_s: int) -> float:
+    """1.0 when the extracted answer equals the gold (math-verify, or the multiple-choice letter)."""
+    from math_verify import verify
+
+    letter = gold_letter(gold)
+    if letter is not None:
+        if answer_letter(answer) == letter:
+            return 1.0
+        idx = ord(letter) - ord("A")
+        if idx >= len(options):
+            return 0.0
+        gold = options[idx]  # the reply may quote the option's text instead of its letter
+    elif options and (picked := answer_letter(answer)) is not None and ord(picked) - ord("A") < len(options):
+        answer = options[ord(picked) - ord("A")]  # gold is an option's text, the reply names its letter
+    gold_parsed = parse_gold(gold, timeout_s)
+    answer_parsed = parse_answer(answer, timeout_s)
+    return 1.0 if verify(gold_parsed, answer_parsed, timeout_seconds=timeout_s) else 0.0
+
+
+def score_item(item: ItemInput, min_think_chars: int = 300, timeout_s: int = 5) -> ItemScore:
+    """Accuracy, format and the extracted answer of one item; an unparseable gold is an error status scored 0."""
+    gold = item.gold.strip()
+    if not gold:
+        return ItemScore(0.0, 0.0, "", Status.GOLD_UNPARSEABLE, "the gold answer is empty; send the reference answer")
+    if gold_letter(gold) is None and not _has_expr(parse_gold(gold, timeout_s)):
+        return ItemScore(0.0, 0.0, "", Status.GOLD_UNPARSEABLE,
+                         f"math-verify cannot parse the gold answer {gold[:80]!r}; fix it in the dataset")
+    fmt = format_score(item.response, item.mode, min_think_chars)
+    answer = extract_answer(item.response, item.mode)
+    if answer is None or not answer:
+        return ItemScore(0.0, fmt, "", Status.OK)
+    return ItemScore(accuracy_score(answer, gold, item.options, timeout_s), fmt, answer, Status.OK)

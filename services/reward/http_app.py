@@ -1,0 +1,208 @@
+"""HTTP front door (FastAPI): `POST /v1/reward`, OpenRLHF's `POST /get_reward`, `/healthz`, `/readyz`, `/metrics`.
+
+Every error is a 4xx with a sentence (`{"error": ...}`): malformed JSON, wrong types and null fields are
+422, bodies over the cap 413, a missing or wrong bearer token 401, a full queue 429, a stopping server 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from services.reward.config import RewardConfig
+from services.reward.pool import PoolBusy, PoolClosed
+from services.reward.service import BadRequest, Item, RewardVerifier
+from shared.auth import bearer_ok
+
+M = TypeVar("M", bound=BaseModel)
+
+_ASSISTANT = "<|im_start|>assistant"
+_END_MARKERS = ("<|im_end|>", "<|endoftext|>")
+
+
+class HttpItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    response: StrictStr
+    gold: StrictStr
+    mode: Literal["instruct", "pretrained"] = "instruct"
+    options: list[StrictStr] = Field(default_factory=list)
+    item_id: StrictStr = ""
+
+
+class RewardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[HttpItem]
+    format_weight: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+class OpenRLHFRequest(BaseModel):
+    """OpenRLHF's remote reward body; MM-Eureka puts the gold in `labels` (or in `prompts[i]["answer"]`)."""
+
+    model_config = ConfigDict(extra="allow")
+    query: list[StrictStr]
+    prompts: list[Any] | None = None
+    labels: list[StrictStr] | None = None
+
+
+def response_from_query(query: str) -> str:
+    """The response part of a decoded prompt+response: after the last assistant marker, end markers removed."""
+    pos = query.rfind(_ASSISTANT)
+    if pos == -1:
+        return ""
+    response = query[pos + len(_ASSISTANT):]
+    for marker in _END_MARKERS:
+        response = response.replace(marker, "")
+    return response.strip()
+
+
+def _golds(body: OpenRLHFRequest) -> list[str]:
+    if body.labels is not None:
+        golds = body.labels
+    elif body.prompts is not None and all(isinstance(p, dict) and isinstance(p.get("answer"), str) for p in body.prompts):
+        golds = [p["answer"] for p in body.prompts]
+    else:
+        raise BadRequest("send the gold answers as 'labels' (a list of strings, one per query)")
+    if len(golds) != len(body.query):
+        raise BadRequest(f"'query' has {len(body.query)} entries but there are {len(golds)} gold answers; send one per query")
+    return golds
+
+
+def _error(status: int, sentence: str, retry_after: bool = False) -> JSONResponse:
+    return JSONResponse({"error": sentence}, status_code=status, headers={"Retry-After": "1"} if retry_after else None)
+
+
+def _validation_sentence(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts) + " (send JSON matching the documented schema, UTF-8 encoded)"
+
+
+async def _parse(request: Request, model: type[M]) -> M:
+    """The JSON body as `model`, whatever the Content-Type (OpenRLHF clients send JSON; curl -d does not say so)."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_input=False, include_url=False)) from e
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies above `limit` bytes with 413 before reading them whole."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: dict, receive: Any, send: Any) -> None:
+        sentence = f"request body is larger than {self.limit} bytes; send smaller batches"
+        await _error(413, sentence)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(cfg: RewardConfig, verifier: RewardVerifier, is_ready: Callable[[], bool]) -> BodyLimit:
+    """The FastAPI app wrapped in the body-size limit (an ASGI app uvicorn serves)."""
+    app = FastAPI(title="Eureka reward", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics = verifier.metrics
+
+    def auth(request: Request) -> None:
+        if not bearer_ok(request.headers.get("authorization"), cfg.security.service_token):
+            metrics.errors.labels(kind="unauthenticated").inc()
+            raise _Unauthorized
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.errors.labels(kind="invalid").inc()
+        return _error(422, _validation_sentence(exc))
+
+    @app.exception_handler(_Unauthorized)
+    async def _unauth(request: Request, exc: Exception) -> JSONResponse:
+        sentence = "missing or wrong service token: send 'Authorization: Bearer <EUREKA_SECURITY__SERVICE_TOKEN>'"
+        return _error(401, sentence)
+
+    @app.exception_handler(BadRequest)
+    async def _bad(request: Request, exc: BadRequest) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(PoolBusy)
+    async def _busy(request: Request, exc: PoolBusy) -> JSONResponse:
+        return _error(429, str(exc), retry_after=True)
+
+    @app.exception_handler(PoolClosed)
+    async def _closed(request: Request, exc: PoolClosed) -> JSONResponse:
+        return _error(503, str(exc), retry_after=True)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        if is_ready():
+            return JSONResponse({"status": "ready"})
+        return _error(503, "the verifier pool is starting or stopping; retry shortly")
+
+    @app.get("/metrics", dependencies=[Depends(auth)])
+    def metrics_page() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/reward", dependencies=[Depends(auth)])
+    async def reward(request: Request) -> dict:
+        body = await _parse(request, RewardRequest)
+        items = [Item(i.response, i.gold, i.mode, tuple(i.options), i.item_id) for i in body.items]
+        results = await run_in_threadpool(verifier.verify, items, body.format_weight, "http")
+        return {"results": [
+            {"item_id": r.item_id, "accuracy": r.accuracy, "format": r.format, "total": r.total,
+             "extracted": r.extracted, "status": r.status.value, "detail": r.detail}
+            for r in results
+        ]}
+
+    @app.post("/get_reward", dependencies=[Depends(auth)])
+    async def get_reward(request: Request, mode: Literal["instruct", "pretrained"] | None = Query(None)) -> dict:
+        body = await _parse(request, OpenRLHFRequest)
+        golds = _golds(body)
+        use = mode or cfg.get_reward_mode
+        items = [Item(response_from_query(q), g, use) for q, g in zip(body.query, golds)]
+        results = await run_in_threadpool(verifier.verify, items, None, "get_reward")
+        return {
+            "rewards": [r.total for r in results],
+            "accuracy_rewards": [r.accuracy for r in results],
+            "format_rewards": [r.format for r in results],
+            "statuses": [r.status.value for r in results],
+        }
+
+    return BodyLimit(app, cfg.max_http_body_bytes)
+
+
+class _Unauthorized(Exception):
+    pass

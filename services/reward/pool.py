@@ -1,0 +1,187 @@
+"""A small pool of verifier processes with a hard per-item timeout and a bounded number of pending items.
+
+One driver thread per worker process takes items from a shared queue, sends each to its worker and
+waits at most `item_timeout_s`; a worker that overruns (or dies) is killed and replaced while the other
+drivers keep going. Admission is all-or-nothing per request: when queued + in-flight items would exceed
+`max_pending_items`, the request is refused (`PoolBusy`) instead of growing an unbounded queue.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from services.reward.config import RewardConfig
+from services.reward.core import ItemInput, ItemScore, Status
+from services.reward.metrics import reward_metrics
+from services.reward.worker import READY, run
+from shared.logs import get_logger
+
+log = get_logger("reward.pool")
+
+_START_TIMEOUT_S = 120.0
+_WORKER_MEMORY_MB = 2048
+
+
+class PoolBusy(Exception):
+    """Too many items pending; the caller should retry later."""
+
+
+class PoolClosed(Exception):
+    """The pool is stopping or not started."""
+
+
+@dataclass
+class _Task:
+    item: ItemInput
+    future: Future
+
+
+class _Driver(threading.Thread):
+    """Owns one worker process; replaces it after a timeout or a crash."""
+
+    def __init__(self, index: int, pool: "VerifierPool") -> None:
+        super().__init__(name=f"reward-driver-{index}", daemon=True)
+        self.index = index
+        self.pool = pool
+        self.proc: mp.process.BaseProcess | None = None
+        self.conn = None
+        self.ready = threading.Event()
+
+    def _spawn(self) -> None:
+        cfg = self.pool.cfg
+        parent, child = self.pool.ctx.Pipe()
+        inner = max(1, int(cfg.item_timeout_s * 0.8))
+        proc = self.pool.ctx.Process(
+            target=run, args=(child, cfg.pretrain_min_think_chars, inner, _WORKER_MEMORY_MB),
+            name=f"reward-worker-{self.index}", daemon=True,
+        )
+        proc.start()
+        child.close()
+        if not parent.poll(_START_TIMEOUT_S) or parent.recv() != READY:
+            proc.kill()
+            raise RuntimeError(f"verifier worker {self.index} did not start within {_START_TIMEOUT_S}s")
+        self.proc, self.conn = proc, parent
+        self.ready.set()
+        self.pool.update_size()
+
+    def _kill(self) -> None:
+        self.ready.clear()
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.join()
+        if self.conn is not None:
+            self.conn.close()
+        self.proc = self.conn = None
+        self.pool.update_size()
+
+    def _score(self, item: ItemInput) -> ItemScore:
+        timeout = self.pool.cfg.item_timeout_s
+        try:
+            self.conn.send((item.response, item.gold, item.mode, item.options))
+            if self.conn.poll(timeout):
+                return self.conn.recv()
+        except (EOFError, OSError) as e:
+            log.warning("verifier worker died; replacing it", worker=self.index, error=type(e).__name__)
+            self.pool.metrics.worker_restarts.inc()
+            self._kill()
+            self._spawn()
+            return ItemScore(0.0, 0.0, "", Status.INVALID, "verifying this item crashed the verifier process; scored 0")
+        log.warning("item timed out; killing its verifier worker", worker=self.index, timeout_s=timeout)
+        self.pool.metrics.timeouts.inc()
+        self.pool.metrics.worker_restarts.inc()
+        self._kill()
+        self._spawn()
+        return ItemScore(0.0, 0.0, "", Status.TIMEOUT, f"verification took longer than {timeout:g}s; scored 0")
+
+    def run(self) -> None:
+        try:
+            self._spawn()
+            while (task := self.pool.tasks.get()) is not None:
+                if task.future.set_running_or_notify_cancel():
+                    task.future.set_result(self._score(task.item))
+        except Exception as e:  # a driver that cannot keep a worker alive must not hang its callers
+            log.exception("verifier driver stopped", worker=self.index)
+            self.pool.fail_pending(e)
+        finally:
+            self._kill()
+
+
+class VerifierPool:
+    """`verify(items)` -> scores in order; thread-safe; `start()` then `close()`."""
+
+    def __init__(self, cfg: RewardConfig) -> None:
+        self.cfg = cfg
+        self.ctx = mp.get_context(cfg.start_method)
+        if cfg.start_method == "forkserver":
+            self.ctx.set_forkserver_preload(["services.reward.worker", "math_verify"])
+        self.tasks: queue.Queue[_Task | None] = queue.Queue()
+        self.metrics = reward_metrics()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._open = False
+        self._drivers = [_Driver(i, self) for i in range(cfg.workers)]
+
+    def start(self, wait_s: float = _START_TIMEOUT_S) -> "VerifierPool":
+        self._open = True
+        for d in self._drivers:
+            d.start()
+        end = time.monotonic() + wait_s
+        for d in self._drivers:
+            d.ready.wait(max(0.0, end - time.monotonic()))
+        return self
+
+    def ready(self) -> bool:
+        return self._open and all(d.ready.is_set() for d in self._drivers)
+
+    def live_workers(self) -> int:
+        return sum(d.ready.is_set() for d in self._drivers)
+
+    def update_size(self) -> None:
+        self.metrics.pool_workers.set(self.live_workers())
+
+    def pending(self) -> int:
+        return self._pending
+
+    def verify(self, items: list[ItemInput]) -> list[ItemScore]:
+        with self._lock:
+            if not self._open:
+                raise PoolClosed("the reward service is stopping; retry on another replica")
+            if self._pending + len(items) > self.cfg.max_pending_items:
+                raise PoolBusy(
+                    f"{self._pending} items are already pending and this request adds {len(items)} "
+                    f"(limit {self.cfg.max_pending_items}); retry later or send smaller batches"
+                )
+            self._pending += len(items)
+            self.metrics.pending_items.set(self._pending)
+        try:
+            tasks = [_Task(item, Future()) for item in items]
+            for t in tasks:
+                self.tasks.put(t)
+            return [t.future.result() for t in tasks]
+        finally:
+            with self._lock:
+                self._pending -= len(items)
+                self.metrics.pending_items.set(self._pending)
+
+    def fail_pending(self, error: Exception) -> None:
+        """Fail every queued task (a driver died): callers get an error instead of waiting forever."""
+        while True:
+            try:
+                task = self.tasks.get_nowait()
+            except queue.Empty:
+                return
+            if task is not None and task.future.set_running_or_notify_cancel():
+                task.future.set_exception(PoolClosed(f"the verifier pool failed ({error}); retry later"))
+
+    def close(self) -> None:
+        with self._lock:
+            self._open = False
+        for _ in self._drivers:
+            self.tasks.put(None)
+        for d in self._drivers:
+            d.join(timeout=self.cfg.item_timeout_s + 5)

@@ -1,0 +1,124 @@
+"""The verifier both front doors call: input caps, per-mode format weights, totals and metrics over the pool.
+
+Transport-free: gRPC and HTTP convert their messages to `Item`s, call `RewardVerifier.verify`, and map
+`BadRequest` / `PoolBusy` / `PoolClosed` to their status codes in one place each.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from services.reward.config import RewardConfig
+from services.reward.core import INSTRUCT, PRETRAINED, ItemInput, ItemScore, Status
+from services.reward.metrics import reward_metrics
+from services.reward.pool import PoolBusy, PoolClosed, VerifierPool
+
+MODES = (INSTRUCT, PRETRAINED)
+
+
+class BadRequest(Exception):
+    """The request as a whole is invalid (a sentence says what to fix); nothing was scored."""
+
+
+@dataclass(frozen=True)
+class Item:
+    response: str
+    gold: str
+    mode: str = INSTRUCT
+    options: tuple[str, ...] = ()
+    item_id: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    item_id: str
+    accuracy: float
+    format: float
+    total: float
+    extracted: str
+    status: Status
+    detail: str
+
+
+class RewardVerifier:
+    def __init__(self, cfg: RewardConfig, pool: VerifierPool) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.metrics = reward_metrics()
+
+    def _cap(self, item: Item) -> str | None:
+        """A sentence when the item breaks an input cap (it is then scored 0 without being verified)."""
+        cfg = self.cfg
+        if len(item.response) > cfg.max_response_chars:
+            return f"response has {len(item.response)} characters, above the cap of {cfg.max_response_chars}; scored 0"
+        if len(item.gold) > cfg.max_gold_chars:
+            return f"gold answer has {len(item.gold)} characters, above the cap of {cfg.max_gold_chars}; scored 0"
+        if len(item.options) > cfg.max_options:
+            return f"{len(item.options)} options exceed the cap of {cfg.max_options}; scored 0"
+        if any(len(o) > cfg.max_gold_chars for o in item.options):
+            return f"an option is longer than {cfg.max_gold_chars} characters; scored 0"
+        return None
+
+    def check(self, items: list[Item], format_weight: float | None) -> None:
+        if not items:
+            raise BadRequest("the request has no items; send at least one (response, gold) pair")
+        if len(items) > self.cfg.max_batch_items:
+            raise BadRequest(f"{len(items)} items exceed the batch cap of {self.cfg.max_batch_items}; split the batch")
+        if format_weight is not None and (not math.isfinite(format_weight) or format_weight < 0):
+            raise BadRequest(f"format_weight must be a finite number >= 0, got {format_weight}")
+        for i, item in enumerate(items):
+            if item.mode not in MODES:
+                raise BadRequest(f"item {i}: mode {item.mode!r} is not one of {', '.join(MODES)}")
+
+    def weight(self, mode: str, format_weight: float | None) -> float:
+        if format_weight is not None:
+            return format_weight
+        return self.cfg.pretrained_format_weight if mode == PRETRAINED else self.cfg.instruct_format_weight
+
+    def verify(self, items: list[Item], format_weight: float | None = None, door: str = "grpc") -> list[Result]:
+        """Score a batch; counts the request, its outcome and latency under `door` (grpc, http, get_reward)."""
+        start, outcome = time.perf_counter(), "ok"
+        try:
+            return self._verify(items, format_weight)
+        except BadRequest:
+            outcome = "invalid"
+            raise
+        except PoolBusy:
+            outcome = "busy"
+            raise
+        except PoolClosed:
+            outcome = "unavailable"
+            raise
+        finally:
+            self.metrics.requests.labels(door=door, outcome=outcome).inc()
+            self.metrics.latency.labels(door=door).observe(time.perf_counter() - start)
+            if outcome != "ok":
+                self.metrics.errors.labels(kind=outcome).inc()
+
+    def _verify(self, items: list[Item], format_weight: float | None) -> list[Result]:
+        self.check(items, format_weight)
+        capped = [self._cap(item) for item in items]
+        to_score = [ItemInput(it.response, it.gold, it.mode, it.options) for it, c in zip(items, capped) if c is None]
+        scored = iter(self.pool.verify(to_score) if to_score else [])
+        results = []
+        for item, cap in zip(items, capped):
+            score = ItemScore(0.0, 0.0, "", Status.INVALID, cap) if cap is not None else next(scored)
+            total = score.accuracy + self.weight(item.mode, format_weight) * score.format
+            results.append(Result(item.item_id, score.accuracy, score.format, total, score.extracted,
+                                  score.status, score.detail))
+        self._observe(results)
+        return results
+
+    def _observe(self, results: list[Result]) -> None:
+        m = self.metrics
+        for r in results:
+            m.items.labels(status=r.status.value).inc()
+            if r.status is not Status.OK:
+                m.errors.labels(kind=r.status.value).inc()
+        ok = [r for r in results if r.status is Status.OK]
+        if ok:
+            m.accuracy_mean.set(sum(r.accuracy for r in ok) / len(ok))
+            m.format_mean.set(sum(r.format for r in ok) / len(ok))
+        m.reward_mean.set(sum(r.total for r in results) / len(results))
