@@ -1,0 +1,326 @@
+"""The buffer's work over Redis Streams: prompt queue with leases, idempotent group puts, filtered sampling.
+
+No gRPC here: methods take and return `eureka.v1.buffer_pb2` messages and raise `ServiceError`s;
+`server.py` maps them to statuses. Every multi-key write is one Lua script (`scripts.py`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+from eureka.v1 import buffer_pb2, common_pb2
+
+from services.buffer import scripts, validate
+from services.buffer.config import BufferConfig
+from shared.grpc_server import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    ResourceExhausted,
+    Unavailable,
+)
+from shared.logs import get_logger
+
+log = get_logger("buffer")
+
+PROMPTS_GROUP = "rollout"
+GROUPS_GROUP = "learner"
+COUNTERS = (
+    "prompts_reclaimed_total",
+    "prompts_dead_lettered_total",
+    "groups_put_total",
+    "groups_duplicate_total",
+    "groups_filtered_total",
+    "groups_stale_total",
+    "groups_acked_total",
+)
+T = TypeVar("T")
+
+
+class Keys:
+    """Every Redis key the buffer owns, under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.cursor = prefix + "cursor"  # string: next dataset position the learner enqueues
+        self.prompts = prefix + "prompts"  # stream, group `rollout`: queued + claimed prompts
+        self.attempts = prefix + "prompts:attempts"  # hash claim_id -> deliveries so far
+        self.releases = prefix + "prompts:releases"  # hash claim_id -> graceful releases so far
+        self.released = prefix + "prompts:released"  # set: claims released, not yet handed out again
+        self.dead = prefix + "prompts:dead"  # stream: dead-lettered prompts
+        self.groups = prefix + "groups"  # stream, group `learner`: trajectory groups
+        self.group_ids = prefix + "groups:ids"  # hash group_id -> entry id (idempotency of put)
+        self.returned = prefix + "groups:returned"  # hash consumer -> last entry id SampleGroups returned
+        self.stats = prefix + "stats"  # hash: the counters of COUNTERS
+
+
+def _redis_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Redis trouble becomes UNAVAILABLE (retryable) or RESOURCE_EXHAUSTED (out of memory)."""
+
+    def wrapper(self: "Buffer", *args, **kwargs) -> T:
+        for attempt in (1, 2):
+            try:
+                return fn(self, *args, **kwargs)
+            except redis.ResponseError as e:
+                text = str(e)
+                if "NOGROUP" in text and attempt == 1:  # Redis came back empty: recreate and retry once
+                    self.ensure_groups()
+                    continue
+                if text.startswith("OOM") or "OOM command not allowed" in text:
+                    raise ResourceExhausted(
+                        "Redis is out of memory (maxmemory reached); the learner must sample and ack groups first"
+                    ) from e
+                raise
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                raise Unavailable(f"Redis is unreachable ({type(e).__name__}); retry shortly") from e
+        raise AssertionError("unreachable")
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+class Buffer:
+    """Prompt queue and trajectory groups in Redis Streams with consumer groups."""
+
+    def __init__(self, cfg: BufferConfig, client: redis.Redis | None = None) -> None:
+        self.cfg = cfg
+        self.keys = Keys(cfg.redis.key_prefix)
+        self.r = client or make_client(cfg)
+        self._enqueue = self.r.register_script(scripts.ENQUEUE)
+        self._reclaim = self.r.register_script(scripts.RECLAIM)
+        self._release = self.r.register_script(scripts.RELEASE)
+        self._put = self.r.register_script(scripts.PUT)
+        self._ack = self.r.register_script(scripts.ACK)
+        self._memory_lock = threading.Lock()
+        self._memory_checked = 0.0
+        self._memory_full = ""
+
+    # ---- setup ----
+
+    def ensure_groups(self) -> None:
+        for stream, group in ((self.keys.prompts, PROMPTS_GROUP), (self.keys.groups, GROUPS_GROUP)):
+            try:
+                self.r.xgroup_create(stream, group, id="0", mkstream=True)
+            except redis.ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+
+    # ---- prompts ----
+
+    @_redis_errors
+    def enqueue_prompts(self, req: buffer_pb2.EnqueuePromptsRequest) -> buffer_pb2.EnqueuePromptsResponse:
+        payloads = validate.enqueue(req, self.cfg)
+        args: list[object] = [req.cursor_start, req.cursor_end, self.cfg.max_backlog]
+        for p, blob in zip(req.prompts, payloads, strict=True):
+            args += [p.prompt_id, blob]
+        status, cursor, backlog, n = self._enqueue(keys=[self.keys.cursor, self.keys.prompts], args=args)
+        if status == 2:
+            raise FailedPrecondition(
+                f"cursor_start is {req.cursor_start} but the stored cursor is {cursor}; "
+                "enqueue from the stored cursor (GetCursor) so no prompt is skipped or repeated"
+            )
+        if status == 3:
+            raise ResourceExhausted(
+                f"the prompt backlog is {backlog} and {len(req.prompts)} more would pass max_backlog "
+                f"{self.cfg.max_backlog}; enqueue at most {self.cfg.max_backlog - backlog} now"
+            )
+        if status == 0:
+            log.info("prompts enqueued", n=n, cursor=cursor, backlog=backlog)
+        return buffer_pb2.EnqueuePromptsResponse(enqueued=n, duplicate=status == 1, cursor=cursor, backlog=backlog)
+
+    @_redis_errors
+    def get_cursor(self) -> int:
+        return int(self.r.get(self.keys.cursor) or 0)
+
+    @_redis_errors
+    def claim_prompts(self, req: buffer_pb2.ClaimPromptsRequest) -> buffer_pb2.ClaimPromptsResponse:
+        validate.name(req.worker_id, "worker_id")
+        validate.count(req.max_prompts, "max_prompts", self.cfg)
+        validate.wait_ms(req.wait_ms, self.cfg)
+        k = self.keys
+        flat = self._reclaim(
+            keys=[k.prompts, k.attempts, k.releases, k.released, k.dead, k.stats],
+            args=[PROMPTS_GROUP, req.worker_id, int(self.cfg.lease_s * 1000), req.max_prompts, self.cfg.max_attempts],
+        )
+        claimed = [(flat[i], flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
+        need = req.max_prompts - len(claimed)
+        if need > 0:
+            block = req.wait_ms if not claimed and req.wait_ms > 0 else None
+            got = self.r.xreadgroup(PROMPTS_GROUP, req.worker_id, {k.prompts: ">"}, count=need, block=block)
+            fresh = got[0][1] if got else []
+            if fresh:
+                pipe = self.r.pipeline(transaction=False)
+                for entry_id, _ in fresh:
+                    pipe.hincrby(k.attempts, entry_id, 1)
+                attempts = pipe.execute()
+                claimed += [(eid, f[b"p"], a) for (eid, f), a in zip(fresh, attempts, strict=True)]
+        out = buffer_pb2.ClaimPromptsResponse()
+        for entry_id, payload, attempt in claimed:
+            out.prompts.add(claim_id=_s(entry_id), prompt=common_pb2.Prompt.FromString(payload), attempt=attempt)
+        if claimed:
+            log.info("prompts claimed", worker_id=req.worker_id, n=len(claimed))
+        return out
+
+    @_redis_errors
+    def release_prompts(self, req: buffer_pb2.ReleasePromptsRequest) -> int:
+        validate.name(req.worker_id, "worker_id")
+        validate.entry_ids(req.claim_ids, "claim_ids", self.cfg)
+        k = self.keys
+        idle_ms = int(self.cfg.lease_s * 1000) + 86_400_000
+        n = self._release(keys=[k.prompts, k.releases, k.released], args=[PROMPTS_GROUP, req.worker_id, idle_ms, *req.claim_ids])
+        log.info("prompts released", worker_id=req.worker_id, n=n)
+        return int(n)
+
+    # ---- trajectory groups ----
+
+    @_redis_errors
+    def put_group(self, req: buffer_pb2.PutGroupRequest) -> buffer_pb2.PutGroupResponse:
+        validate.put(req, self.cfg)
+        self._check_memory()
+        g = req.group
+        k = self.keys
+        entry_id, status = self._put(
+            keys=[k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats],
+            args=[g.group_id, g.SerializeToString(), req.claim_id, PROMPTS_GROUP, g.prompt_id],
+        )
+        if status == 2:
+            raise FailedPrecondition(
+                f"claim {req.claim_id} is no longer pending (its prompt was completed by another attempt or "
+                f"dead-lettered); group {g.group_id!r} was not stored"
+            )
+        if status == 3:
+            raise FailedPrecondition(
+                f"claim {req.claim_id} is for prompt {_s(entry_id)!r}, not {g.prompt_id!r}; put the group with its own claim_id"
+            )
+        log.info("group put", group_id=g.group_id, entry_id=_s(entry_id), duplicate=status == 1,
+                 policy_version=g.policy_version, worker_id=req.worker_id)
+        return buffer_pb2.PutGroupResponse(entry_id=_s(entry_id), duplicate=status == 1)
+
+    def _check_memory(self) -> None:
+        """Refuses puts when Redis used_memory is above the watermark of maxmemory (checked at most once a second)."""
+        with self._memory_lock:
+            now = time.monotonic()
+            if now - self._memory_checked >= 1.0:
+                info = self.r.info("memory")
+                used, limit = int(info["used_memory"]), int(info.get("maxmemory", 0))
+                full = limit > 0 and used > self.cfg.memory_high_watermark * limit
+                self._memory_full = f"Redis uses {used} of {limit} bytes" if full else ""
+                self._memory_checked = now
+            if self._memory_full:
+                raise ResourceExhausted(
+                    f"{self._memory_full} (above {self.cfg.memory_high_watermark:.0%}); put refused until the "
+                    "learner samples and acks groups; retry later"
+                )
+
+    @_redis_errors
+    def sample_groups(self, req: buffer_pb2.SampleGroupsRequest) -> buffer_pb2.SampleGroupsResponse:
+        validate.sample(req, self.cfg)
+        k = self.keys
+        # Pending entries after `after` were delivered to this consumer but never received: they go first.
+        after: str | None = req.after_entry_id or ("0-0" if req.replay_pending else _s(self.r.hget(k.returned, req.consumer) or b"0-0"))
+        deadline = time.monotonic() + req.wait_ms / 1000
+        out = buffer_pb2.SampleGroupsResponse()
+        while len(out.groups) < req.num_groups:
+            need = req.num_groups - len(out.groups)
+            if after is not None:
+                got = self.r.xreadgroup(GROUPS_GROUP, req.consumer, {k.groups: after}, count=need)
+                entries = got[0][1] if got else []
+                if not entries:
+                    after = None
+                    continue
+                after = _s(entries[-1][0])
+            else:
+                remaining_ms = int((deadline - time.monotonic()) * 1000)
+                if remaining_ms <= 0:
+                    break
+                got = self.r.xreadgroup(GROUPS_GROUP, req.consumer, {k.groups: ">"}, count=need, block=remaining_ms)
+                entries = got[0][1] if got else []
+                if not entries:
+                    break
+            self._sort(entries, req, out)
+        if len(out.groups) < req.num_groups:
+            raise DeadlineExceeded(
+                f"only {len(out.groups)} of {req.num_groups} groups were ready within wait_ms={req.wait_ms}; "
+                "they stay pending for this consumer and come first on the next call"
+            )
+        self.r.hset(k.returned, req.consumer, out.groups[-1].entry_id)
+        return out
+
+    def _sort(self, entries: list, req: buffer_pb2.SampleGroupsRequest, out: buffer_pb2.SampleGroupsResponse) -> None:
+        """Keeps fresh groups inside the filter; acks, counts and reports the others."""
+        filtered: list[str] = []
+        stale: list[str] = []
+        for raw_id, fields in entries:
+            entry_id = _s(raw_id)
+            if not fields:  # deleted while pending (cannot happen through the buffer): just ack it
+                filtered.append(entry_id)
+                continue
+            group = buffer_pb2.TrajectoryGroup.FromString(fields[b"g"])
+            mean_acc = sum(s.accuracy for s in group.samples) / len(group.samples)
+            if group.policy_version + req.max_staleness < req.policy_version:
+                stale.append(entry_id)
+            elif not req.filter_low <= mean_acc <= req.filter_high:
+                filtered.append(entry_id)
+            else:
+                out.groups.add(entry_id=entry_id, group=group)
+        for ids, counter, field in ((filtered, "groups_filtered_total", out.filtered_entry_ids),
+                                    (stale, "groups_stale_total", out.stale_entry_ids)):
+            if ids:
+                self._ack(keys=[self.keys.groups, self.keys.stats], args=[GROUPS_GROUP, counter, *ids])
+                field.extend(ids)
+                log.info("groups dropped", reason=counter.split("_")[1], n=len(ids), consumer=req.consumer,
+                         policy_version=req.policy_version)
+
+    @_redis_errors
+    def ack_groups(self, req: buffer_pb2.AckGroupsRequest) -> int:
+        validate.name(req.consumer, "consumer")
+        validate.entry_ids(req.entry_ids, "entry_ids", self.cfg)
+        n = self._ack(keys=[self.keys.groups, self.keys.stats], args=[GROUPS_GROUP, "groups_acked_total", *req.entry_ids])
+        log.info("groups acked", consumer=req.consumer, n=n, asked=len(req.entry_ids))
+        return int(n)
+
+    # ---- stats ----
+
+    @_redis_errors
+    def stats(self) -> buffer_pb2.BufferStats:
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(k.cursor)
+        pipe.xlen(k.prompts)
+        pipe.xpending(k.prompts, PROMPTS_GROUP)
+        pipe.xlen(k.groups)
+        pipe.xpending(k.groups, GROUPS_GROUP)
+        pipe.hgetall(k.stats)
+        pipe.info("memory")
+        cursor, prompts, prompts_pending, groups, groups_pending, counters, mem = pipe.execute()
+        counts = {_s(a): int(b) for a, b in counters.items()}
+        return buffer_pb2.BufferStats(
+            cursor=int(cursor or 0),
+            prompt_backlog=prompts,
+            prompts_pending=prompts_pending["pending"],
+            groups_ready=max(groups - groups_pending["pending"], 0),
+            groups_pending=groups_pending["pending"],
+            redis_used_memory_bytes=int(mem["used_memory"]),
+            redis_maxmemory_bytes=int(mem.get("maxmemory", 0)),
+            **{name: counts.get(name, 0) for name in COUNTERS},
+        )
+
+
+def make_client(cfg: BufferConfig) -> redis.Redis:
+    """A pooled client; the socket timeout covers the longest blocking read a call may ask for."""
+    password = cfg.redis.password.get_secret_value() if cfg.redis.password else None
+    return redis.Redis.from_url(
+        cfg.redis.url,
+        password=password,
+        socket_timeout=cfg.redis.socket_timeout_s + cfg.max_wait_ms / 1000,
+        socket_connect_timeout=cfg.redis.socket_timeout_s,
+        health_check_interval=30,
+    )
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
