@@ -1,0 +1,39 @@
+"""Where the tiny base model lives: `<repo>/.cache/eureka/tiny-base` (env EUREKA_CACHE_DIR moves the root).
+
+The directory holds a `recipe.sha256` of the recipe that built it; a changed recipe rebuilds it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RECIPE_FILE = "recipe.sha256"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EUREKA_CACHE_DIR") or REPO_ROOT / ".cache" / "eureka")
+
+
+def base_model_dir() -> Path:
+    return cache_root() / "tiny-base"
+
+
+def base_is_current(path: Path | None = None) -> bool:
+    """True when the cached base exists and was built by the current recipe."""
+    from shared.model.pretrain import BaseRecipe
+
+    p = path or base_model_dir()
+    marker = p / RECIPE_FILE
+    return (p / "config.json").is_file() and marker.is_file() and marker.read_text().strip() == BaseRecipe().digest()
+
+
+def ensure_base_model() -> Path:
+    """The cached tiny base, built with make-base (a few CPU minutes) when missing or stale."""
+    from shared.model.pretrain import BaseRecipe, build_base
+
+    p = base_model_dir()
+    if not base_is_current(p):
+        build_base(BaseRecipe(), p)
+    return p

@@ -1,0 +1,144 @@
+"""Chat prompts for Qwen2.5-VL: the MM-Eureka instruct system prompt, the pretrained-base `\\boxed{}` style,
+and `build_prompt_inputs`, which renders the chat with each image's placeholder tokens expanded to its grid.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from eureka.v1 import common_pb2
+
+# MM-Eureka's instruct prompt (the Qwen2.5-VL-Instruct runs): think, then answer, in tags.
+INSTRUCT_SYSTEM_PROMPT = (
+    "Solve the question. The user asks a question, and you solves it. You first thinks about the reasoning "
+    "process in the mind and then provides the user with the answer. The reasoning process and answer are "
+    "enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., <think> Since 1+1=2, "
+    "so the answer is 2. </think><answer> 2 </answer>, which means assistant's output should start with "
+    "<think> and end with </answer>."
+)
+# Pretrained-base (zero) style: no system prompt, the final answer in the last \boxed{}.
+PRETRAINED_PROMPT_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+MODES = ("instruct", "pretrained")
+IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+@dataclass
+class PromptInputs:
+    input_ids: list[int]
+    pixel_values: torch.Tensor | None
+    image_grid_thw: torch.Tensor | None
+
+
+def parse_messages(messages_json: str) -> list[dict[str, Any]]:
+    """The MM-Eureka chat: a JSON list of {"role", "content"} where content is a string or a list of parts."""
+    try:
+        messages = json.loads(messages_json)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"messages_json is not valid JSON ({e.msg} at char {e.pos}); send a JSON list of messages") from e
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages_json must be a non-empty JSON list of {\"role\", \"content\"} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise ValueError(f"message {i} needs \"role\" and \"content\" keys")
+        if not isinstance(m["content"], (str, list)):
+            raise ValueError(f"message {i} content must be a string or a list of parts")
+    return messages
+
+
+def _parts(content: str | list[Any]) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    out = []
+    for part in content:
+        if isinstance(part, str):
+            out.append({"type": "text", "text": part})
+        elif isinstance(part, dict) and part.get("type") in ("image", "text"):
+            out.append(part)
+        else:
+            raise ValueError(f"message part {part!r:.80} is neither text nor image; use {{\"type\": \"text\"|\"image\"}}")
+    return out
+
+
+def render_chat(messages: list[dict[str, Any]], image_tokens: list[int], mode: str = "instruct") -> str:
+    """Qwen2-VL chat text ending with the assistant header; image k gets image_tokens[k] pad tokens.
+
+    Instruct mode adds INSTRUCT_SYSTEM_PROMPT unless the chat has its own system message; pretrained
+    mode appends PRETRAINED_PROMPT_SUFFIX to the last user message. Images in the chat take the
+    images in order; images without a chat part go in front of the first user message.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is unknown; use one of {', '.join(MODES)}")
+    msgs = [{"role": m["role"], "parts": _parts(m["content"])} for m in messages]
+    if mode == "instruct" and msgs[0]["role"] != "system":
+        msgs.insert(0, {"role": "system", "parts": [{"type": "text", "text": INSTRUCT_SYSTEM_PROMPT}]})
+    users = [m for m in msgs if m["role"] == "user"]
+    if not users:
+        raise ValueError("the chat has no user message; add one with the question")
+    if mode == "pretrained":
+        users[-1]["parts"].append({"type": "text", "text": PRETRAINED_PROMPT_SUFFIX})
+    n_parts = sum(p["type"] == "image" for m in msgs for p in m["parts"])
+    if n_parts > len(image_tokens):
+        raise ValueError(f"the chat refers to {n_parts} images but the prompt carries {len(image_tokens)}")
+    users[0]["parts"][:0] = [{"type": "image"}] * (len(image_tokens) - n_parts)
+    out, k = [], 0
+    for m in msgs:
+        body = []
+        for p in m["parts"]:
+            if p["type"] == "image":
+                body.append("<|vision_start|>" + "<|image_pad|>" * image_tokens[k] + "<|vision_end|>")
+                k += 1
+            else:
+                body.append(str(p.get("text", "")))
+        out.append(f"<|im_start|>{m['role']}\n{''.join(body)}<|im_end|>\n")
+    return "".join(out) + "<|im_start|>assistant\n"
+
+
+def load_image(data: bytes = b"", uri: str = "") -> Image.Image:
+    """An image from inline bytes, or from a `file://` URI or a path."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if data:
+            img = Image.open(io.BytesIO(data))
+        else:
+            path = uri[len("file://") :] if uri.startswith("file://") else uri
+            if not path:
+                raise ValueError("image reference has neither data nor uri; inline the bytes or give a path")
+            img = Image.open(Path(path))
+        img.load()
+        return img
+    except FileNotFoundError as e:
+        raise ValueError(f"image {uri} does not exist; fix the path or inline the image bytes") from e
+    except UnidentifiedImageError as e:
+        raise ValueError(f"image {uri or '(inline bytes)'} is not a readable image file") from e
+
+
+def build_prompt_inputs(
+    prompt: common_pb2.Prompt, tokenizer: Any, mode: str = "instruct", max_prompt_tokens: int = 3000
+) -> PromptInputs:
+    """Token ids (image pads expanded to each grid) plus pixel_values/image_grid_thw for one prompt."""
+    from shared.model.images import image_token_count, preprocess_images
+
+    messages = parse_messages(prompt.messages_json)
+    images = [load_image(ref.data, ref.uri) for ref in prompt.images]
+    pixel_values = grid = None
+    counts: list[int] = []
+    if images:
+        pixel_values, grid = preprocess_images(images)
+        counts = image_token_count(grid)
+    text = render_chat(messages, counts, mode)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) > max_prompt_tokens:
+        raise ValueError(
+            f"prompt {prompt.prompt_id} has {len(ids)} tokens, above max_prompt_tokens={max_prompt_tokens}; "
+            "shorten the question, use smaller images or raise the limit"
+        )
+    return PromptInputs(input_ids=list(ids), pixel_values=pixel_values, image_grid_thw=grid)
