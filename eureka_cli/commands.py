@@ -19,7 +19,10 @@ COMMANDS: list[Command] = [
             "services.reward.config:RewardConfig", "services.reward.server:main", "reward"),
     Command(("buffer", "serve"), "run the buffer service (prompts and trajectories in Redis Streams)",
             "services.buffer.config:BufferConfig", "services.buffer.server:main", "buffer"),
-    Command(("rollout", "serve"), "run a rollout worker (generate, score, put groups)", None, None, "rollout"),
+    Command(("rollout", "serve"), "run a rollout worker (generate, score, put groups)",
+            "services.rollout.config:RolloutConfig", "services.rollout.server:main", "rollout"),
     Command(("learner", "run"), "run the learner (DeepSpeed GRPO/RLOO, weight publishing)", None, None, "learner"),
+    Command(("autoscaler", "run"), "run the built-in rollout autoscaler (scales the rollout Deployment on the backlog)",
+            "services.autoscaler.config:AutoscalerSettings", "services.autoscaler.server:run", "autoscaler"),
     Command(("up",), "start redis and every service locally and train on the small world", None, None, "up"),
 ]

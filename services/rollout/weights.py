@@ -1,0 +1,71 @@
+"""Keep the served weights at the learner's published version: check between batches, pull, swap atomically.
+
+A pull either yields one whole verified version that the backend loads (all or nothing), or it fails
+(stream error, deadline, checksum, shape mismatch): the worker then keeps serving the old version and
+the failure is counted; the staleness bound in the buffer decides whether those samples are used.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from eureka.v1 import weights_pb2, weights_pb2_grpc
+
+from services.rollout import metrics
+from services.rollout.backends.base import Backend, WeightLoadError
+from shared.logs import get_logger
+from shared.weights import WeightPullError, pull_weights
+
+log = get_logger("rollout.weights")
+
+
+class WeightSync:
+    """The version a backend serves and how to bring it up to date; used by the worker thread only."""
+
+    def __init__(self, channel: grpc.Channel, backend: Backend, timeout_s: float, version_timeout_s: float = 5.0) -> None:
+        self.channel = channel
+        self.stub = weights_pb2_grpc.WeightServiceStub(channel)
+        self.backend = backend
+        self.timeout_s = timeout_s
+        self.version_timeout_s = version_timeout_s
+        self.version: int | None = None  # None until the first successful pull
+        self.failures = 0
+
+    def published(self) -> int | None:
+        """The learner's published version, or None (counted) when the weight service does not answer."""
+        try:
+            return int(self.stub.GetVersion(weights_pb2.GetVersionRequest(), timeout=self.version_timeout_s).policy_version)
+        except grpc.RpcError as e:
+            self._failed("version", f"GetVersion failed: {e.code().name}: {e.details()}")
+            return None
+
+    def refresh(self) -> bool:
+        """Pull when a newer version is published; True when the served version changed."""
+        published = self.published()
+        if published is None or (self.version is not None and published <= self.version):
+            return False
+        return self.pull(published)
+
+    def pull(self, min_version: int) -> bool:
+        start = time.monotonic()
+        try:
+            version, state_dict = pull_weights(self.channel, min_version, self.timeout_s)
+            self.backend.load_weights(state_dict)
+        except WeightPullError as e:
+            self._failed("pull", str(e))
+            return False
+        except WeightLoadError as e:
+            self._failed("load", str(e))
+            return False
+        seconds = time.monotonic() - start
+        old, self.version = self.version, version
+        metrics.PULL_SECONDS.observe(seconds)
+        metrics.POLICY_VERSION.set(version)
+        log.info("weights swapped", old_version=old, policy_version=version, tensors=len(state_dict), seconds=f"{seconds:.3f}")
+        return True
+
+    def _failed(self, reason: str, detail: str) -> None:
+        self.failures += 1
+        metrics.PULL_FAILURES.labels(reason).inc()
+        log.warning("weight pull failed, keeping the served version", reason=reason, policy_version=self.version, detail=detail)
