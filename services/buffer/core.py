@@ -234,9 +234,8 @@ class Buffer:
                 after = _s(entries[-1][0])
             else:
                 remaining_ms = int((deadline - time.monotonic()) * 1000)
-                if remaining_ms <= 0:
-                    break
-                got = self.r.xreadgroup(GROUPS_GROUP, req.consumer, {k.groups: ">"}, count=need, block=remaining_ms)
+                block = remaining_ms if remaining_ms > 0 else None  # past the deadline: take only what is there
+                got = self.r.xreadgroup(GROUPS_GROUP, req.consumer, {k.groups: ">"}, count=need, block=block)
                 entries = got[0][1] if got else []
                 if not entries:
                     break

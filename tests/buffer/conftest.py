@@ -65,13 +65,18 @@ def buf(redis_server) -> Buffer:
 
 
 @pytest.fixture
-def stub(redis_server) -> Iterator[buffer_pb2_grpc.BufferServiceStub]:
-    """A gRPC stub (with the service token) to a buffer server running in this process."""
+def service(redis_server) -> Iterator[tuple[buffer_pb2_grpc.BufferServiceStub, int]]:
+    """A gRPC stub (with the service token) to a buffer server running in this process, and its port."""
     cfg = make_config(redis_server, security={"service_token": TOKEN})
     server, _ = build_server(cfg)
     server.start()
     channel = create_channel(f"127.0.0.1:{server.port}", cfg.grpc, SecurityConfig(service_token=TOKEN))
     wait_serving(channel)
-    yield buffer_pb2_grpc.BufferServiceStub(channel)
+    yield buffer_pb2_grpc.BufferServiceStub(channel), server.port
     channel.close()
     server.stop(0)
+
+
+@pytest.fixture
+def stub(service) -> buffer_pb2_grpc.BufferServiceStub:
+    return service[0]
