@@ -26,6 +26,9 @@ _LETTER = re.compile(
     r"[\(\[]?([A-Z])[\)\]]?(?:\s*[.:：)]\s*.*)?$",
     re.IGNORECASE | re.DOTALL,
 )
+# A number written with thousands or decimal separators and an optional currency sign.
+_SEPARATED_NUMBER = re.compile(r"^\s*(?:\\?\$|€|£)?\s*[-+]?\d[\d ,.]*(?:\s*(?:\\?\$|€|£))?\s*$")
+_DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[")  # already inline/display LaTeX (an escaped \$ is a dollar sign)
 _GOLD_LETTER = re.compile(r"^\(?([A-Z])\)?\.?$")
 
 _NUMBER_WORDS = {
@@ -124,13 +127,23 @@ def _has_expr(parsed: list[Any]) -> bool:
 def _latex(text: str) -> str:
     """Wrap a bare answer as inline LaTeX for math-verify (left alone when it has its own delimiters)."""
     text = _NUMBER_WORDS.get(text.strip().lower().rstrip("."), text)
-    return text if "$" in text or "\\(" in text or "\\[" in text else f"${text}$"
+    return text if _DELIMITED.search(text) else f"${text}$"
+
+
+def _with_separators(text: str, parsed: list[Any], timeout_s: int) -> list[Any]:
+    """Add math-verify's plain-number reading ("1 000", "2,74", "$1,000.99") that LaTeX reads as a tuple."""
+    if not _SEPARATED_NUMBER.match(text):
+        return parsed
+    from math_verify import ExprExtractionConfig, parse
+
+    plain = text.replace("\\$", "$")
+    return parsed + parse(plain, extraction_config=[ExprExtractionConfig()], parsing_timeout=timeout_s)
 
 
 def parse_gold(gold: str, timeout_s: int) -> list[Any]:
     from math_verify import parse
 
-    return parse(_latex(gold), parsing_timeout=timeout_s)
+    return _with_separators(gold, parse(_latex(gold), parsing_timeout=timeout_s), timeout_s)
 
 
 def parse_answer(answer: str, timeout_s: int) -> list[Any]:
@@ -138,10 +151,10 @@ def parse_answer(answer: str, timeout_s: int) -> list[Any]:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, StringExtractionConfig, parse
 
     parsed = parse(_latex(answer), parsing_timeout=timeout_s)
-    if _has_expr(parsed):
-        return parsed
-    cfg = [StringExtractionConfig(), LatexExtractionConfig(), ExprExtractionConfig()]
-    return parse(answer, extraction_config=cfg, parsing_timeout=timeout_s)
+    if not _has_expr(parsed):
+        cfg = [StringExtractionConfig(), LatexExtractionConfig(), ExprExtractionConfig()]
+        parsed = parse(answer, extraction_config=cfg, parsing_timeout=timeout_s)
+    return _with_separators(answer, parsed, timeout_s)
 
 
 def accuracy_score(answer: str, gold: str, options: tuple[str, ...], timeout_s: int) -> float:
