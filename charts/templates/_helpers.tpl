@@ -93,16 +93,10 @@ eureka.dev/pipeline: {{ .Release.Name | quote }}
   value: {{ .root.Values.grpc.deadlineSeconds | quote }}
 - name: EUREKA_GRPC__MAX_MESSAGE_BYTES
   value: {{ .root.Values.grpc.maxMessageBytes | int64 | quote }}
-- name: EUREKA_POD_NAME
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.name
 - name: HOME
   value: /tmp
 - name: XDG_CACHE_HOME
   value: /tmp/.cache
-- name: EUREKA_CACHE_DIR
-  value: /var/cache/eureka
 {{- if .root.Values.security.serviceToken.enabled }}
 - name: EUREKA_SECURITY__SERVICE_TOKEN
   valueFrom:
@@ -120,12 +114,23 @@ eureka.dev/pipeline: {{ .Release.Name | quote }}
 {{- end }}
 {{- end -}}
 
-{{/* Recipe overrides as EUREKA_RECIPE__<KEY>. */}}
-{{- define "eureka.recipeEnv" -}}
-{{- range $k, $v := .Values.recipe }}
-- name: {{ printf "EUREKA_RECIPE__%s" (upper $k) }}
-  value: {{ $v | toJson | trimAll "\"" | quote }}
-{{- end }}
+{{/* EnvVar dicts: (list name value ...) pairs plus the recipe overrides as EUREKA_RECIPE__<KEY> when asked. */}}
+{{- define "eureka.envList" -}}
+{{- $out := list -}}
+{{- range $pair := .pairs -}}
+{{- $out = append $out (dict "name" (index $pair 0) "value" (toString (index $pair 1))) -}}
+{{- end -}}
+{{- if .recipe -}}
+{{- range $k, $v := .root.Values.recipe -}}
+{{- $out = append $out (dict "name" (printf "EUREKA_RECIPE__%s" (upper $k)) "value" ($v | toJson | trimAll "\"")) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* A Secret-backed EnvVar. */}}
+{{- define "eureka.secretEnv" -}}
+{{- toJson (dict "name" .name "valueFrom" (dict "secretKeyRef" (dict "name" .secret "key" .key))) -}}
 {{- end -}}
 
 {{/* User-supplied extra env (a name: value map). */}}
@@ -166,8 +171,6 @@ livenessProbe:
 {{- define "eureka.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
-- name: cache
-  mountPath: /var/cache/eureka
 - name: dshm
   mountPath: /dev/shm
 {{- if .Values.security.tls.enabled }}
@@ -179,8 +182,6 @@ livenessProbe:
 
 {{- define "eureka.volumes" -}}
 - name: tmp
-  emptyDir: {}
-- name: cache
   emptyDir: {}
 - name: dshm
   emptyDir:

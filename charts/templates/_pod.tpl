@@ -43,7 +43,9 @@ spec:
           protocol: TCP
       env:
         {{- include "eureka.commonEnv" . | nindent 8 }}
-        {{- .env | nindent 8 }}
+        {{- with .env }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
         {{- include "eureka.extraEnv" .cfg.env | nindent 8 }}
       {{- include "eureka.grpcProbes" (dict "root" .root "component" .component "port" .probePort "startupFailures" .startupFailures) | nindent 6 }}
       resources:
