@@ -1,0 +1,75 @@
+"""Helpers of the deployment tests: a real helm binary rendering the chart, the compose file, the dashboards."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
+KUBE_VERSION = "1.37.0"
+
+
+def helm_binary() -> str:
+    found = shutil.which("helm") or (str(REPO / ".tools/bin/helm") if (REPO / ".tools/bin/helm").exists() else None)
+    if found is None:
+        pytest.fail("helm is not installed: run `make helm` (it installs .tools/bin/helm)")
+    return found
+
+
+def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def render(*args: str, release: str = "eureka", namespace: str = "ml") -> list[dict]:
+    """`helm template` of the chart with extra arguments; the documents, parsed, empty ones dropped."""
+    out = run_helm("template", release, str(CHART), "--namespace", namespace, *args)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[dict], kind: str, name: str) -> dict:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"expected one {kind}/{name}, got {[d['metadata']['name'] for d in find(docs, kind)]}"
+    return found[0]
+
+
+def pod_spec(doc: dict) -> dict:
+    return doc["spec"]["template"]["spec"]
+
+
+def env_of(container: dict) -> dict[str, object]:
+    """name -> value (a string) or the valueFrom mapping."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def load_dashboards() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in DASHBOARDS}
+
+
+def dashboard_exprs() -> list[tuple[str, str, str]]:
+    """(dashboard file, panel title, expr) for every target of every panel."""
+    out = []
+    for name, dash in load_dashboards().items():
+        for panel in dash["panels"]:
+            for target in panel.get("targets", []):
+                out.append((name, panel["title"], target["expr"]))
+    return out
+
+
+@functools.cache
+def rendered(*args: str) -> list[dict]:
+    """Memoised `render` (helm is a subprocess: keep the suite quick). Do not mutate the result."""
+    return render(*args)
