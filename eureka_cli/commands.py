@@ -23,8 +23,6 @@ COMMANDS: list[Command] = [
             "services.rollout.config:RolloutConfig", "services.rollout.server:main", "rollout"),
     Command(("learner", "run"), "run the learner (DeepSpeed GRPO/RLOO, weight publishing)", None, None, "learner"),
     Command(("autoscaler", "run"), "run the built-in rollout autoscaler (scales the rollout Deployment on the backlog)",
-            "services.autoscaler.config:AutoscalerSettings", "services.autoscaler.server:run", "autoscaler"),
-    Command(("autoscaler", "run"), "run the built-in rollout autoscaler (scales the rollout Deployment on the backlog)",
             "services.autoscaler.config:AutoscalerConfig", "services.autoscaler.server:main", "autoscaler"),
     Command(("up",), "start redis and every service locally and train on the small world", None, None, "up"),
 ]
