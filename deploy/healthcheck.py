@@ -2,7 +2,7 @@
 
 The kubelet's own gRPC probe cannot speak TLS, so the chart uses this script as an exec probe when TLS is
 on; docker-compose uses it as every service's healthcheck. Health is exempt from the service token.
-Usage: python deploy/grpc_health.py --addr 127.0.0.1:50051 [--service NAME] [--ca ca.crt --server-name NAME]
+Usage: python deploy/healthcheck.py --addr 127.0.0.1:50051 [--service NAME] [--ca ca.crt --server-name NAME]
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ eureka.dev/pipeline: {{ .Release.Name | quote }}
 {{- $probe := dict -}}
 {{- if .root.Values.security.tls.enabled -}}
 {{- $server := include "eureka.componentName" (dict "root" .root "component" .component) -}}
-{{- $_ := set $probe "exec" (dict "command" (list "python" "/app/deploy/grpc_health.py" "--addr" (printf "127.0.0.1:%v" .port) "--ca" "/etc/eureka/tls/ca.crt" "--server-name" $server)) -}}
+{{- $_ := set $probe "exec" (dict "command" (list "python" "/app/deploy/healthcheck.py" "--addr" (printf "127.0.0.1:%v" .port) "--ca" "/etc/eureka/tls/ca.crt" "--server-name" $server)) -}}
 {{- else -}}
 {{- $_ := set $probe "grpc" (dict "port" (int .port)) -}}
 {{- end -}}

@@ -290,7 +290,7 @@ def test_token_and_tls_values_use_existing_secrets_and_exec_probes() -> None:
         assert {"name": "tls", "secret": {"secretName": "eureka-tls", "defaultMode": 0o440}} in spec["volumes"]
         if "readinessProbe" in c:
             cmd = c["readinessProbe"]["exec"]["command"]
-            assert cmd[:2] == ["python", "/app/deploy/grpc_health.py"] and "--ca" in cmd
+            assert cmd[:2] == ["python", "/app/deploy/healthcheck.py"] and "--ca" in cmd
             assert cmd[cmd.index("--server-name") + 1] == d["metadata"]["name"]
     buffer = env_of(pod_spec(one(docs, "Deployment", "eureka-buffer"))["containers"][0])
     assert buffer["EUREKA_REDIS__PASSWORD"] == {"secretKeyRef": {"name": "eureka-redis", "key": "password"}}
