@@ -16,6 +16,7 @@ from eureka.v1 import buffer_pb2, common_pb2
 
 from services.buffer import scripts, validate
 from services.buffer.config import BufferConfig
+from services.buffer.sampled import Sampled
 from shared.grpc_server import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -184,7 +185,8 @@ class Buffer:
         k = self.keys
         entry_id, status = self._put(
             keys=[k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats],
-            args=[g.group_id, g.SerializeToString(), req.claim_id, PROMPTS_GROUP, g.prompt_id],
+            args=[g.group_id, g.SerializeToString(), req.claim_id, PROMPTS_GROUP, g.prompt_id, g.policy_version,
+                  repr(sum(s.accuracy for s in g.samples) / len(g.samples))],
         )
         if status == 2:
             raise FailedPrecondition(
@@ -215,16 +217,23 @@ class Buffer:
                     "learner samples and acks groups; retry later"
                 )
 
-    @_redis_errors
     def sample_groups(self, req: buffer_pb2.SampleGroupsRequest) -> buffer_pb2.SampleGroupsResponse:
+        """`sample` as a parsed message (in-process callers and tests)."""
+        return self.sample(req).message()
+
+    @_redis_errors
+    def sample(self, req: buffer_pb2.SampleGroupsRequest) -> Sampled:
+        """Exactly `num_groups` kept groups in stream order, or DeadlineExceeded after `wait_ms`."""
         validate.sample(req, self.cfg)
         k = self.keys
         # Pending entries after `after` were delivered to this consumer but never received: they go first.
-        after: str | None = req.after_entry_id or ("0-0" if req.replay_pending else _s(self.r.hget(k.returned, req.consumer) or b"0-0"))
+        after: str | None = req.after_entry_id or (
+            "0-0" if req.replay_pending else _s(self.r.hget(k.returned, req.consumer) or b"0-0")
+        )
         deadline = time.monotonic() + req.wait_ms / 1000
-        out = buffer_pb2.SampleGroupsResponse()
-        while len(out.groups) < req.num_groups:
-            need = req.num_groups - len(out.groups)
+        out = Sampled()
+        while len(out.kept) < req.num_groups:
+            need = req.num_groups - len(out.kept)
             if after is not None:
                 got = self.r.xreadgroup(GROUPS_GROUP, req.consumer, {k.groups: after}, count=need)
                 entries = got[0][1] if got else []
@@ -240,15 +249,15 @@ class Buffer:
                 if not entries:
                     break
             self._sort(entries, req, out)
-        if len(out.groups) < req.num_groups:
+        if len(out.kept) < req.num_groups:
             raise DeadlineExceeded(
-                f"only {len(out.groups)} of {req.num_groups} groups were ready within wait_ms={req.wait_ms}; "
+                f"only {len(out.kept)} of {req.num_groups} groups were ready within wait_ms={req.wait_ms}; "
                 "they stay pending for this consumer and come first on the next call"
             )
-        self.r.hset(k.returned, req.consumer, out.groups[-1].entry_id)
+        self.r.hset(k.returned, req.consumer, out.kept[-1][0])
         return out
 
-    def _sort(self, entries: list, req: buffer_pb2.SampleGroupsRequest, out: buffer_pb2.SampleGroupsResponse) -> None:
+    def _sort(self, entries: list, req: buffer_pb2.SampleGroupsRequest, out: Sampled) -> None:
         """Keeps fresh groups inside the filter; acks, counts and reports the others."""
         filtered: list[str] = []
         stale: list[str] = []
@@ -257,19 +266,18 @@ class Buffer:
             if not fields:  # deleted while pending (cannot happen through the buffer): just ack it
                 filtered.append(entry_id)
                 continue
-            group = buffer_pb2.TrajectoryGroup.FromString(fields[b"g"])
-            mean_acc = sum(s.accuracy for s in group.samples) / len(group.samples)
-            if group.policy_version + req.max_staleness < req.policy_version:
+            # `v` and `a` (policy version, mean accuracy) were stored beside the group at put time.
+            if int(fields[b"v"]) + req.max_staleness < req.policy_version:
                 stale.append(entry_id)
-            elif not req.filter_low <= mean_acc <= req.filter_high:
+            elif not req.filter_low <= float(fields[b"a"]) <= req.filter_high:
                 filtered.append(entry_id)
             else:
-                out.groups.add(entry_id=entry_id, group=group)
-        for ids, counter, field in ((filtered, "groups_filtered_total", out.filtered_entry_ids),
-                                    (stale, "groups_stale_total", out.stale_entry_ids)):
+                out.kept.append((entry_id, fields[b"g"]))
+        for ids, counter, dest in ((filtered, "groups_filtered_total", out.filtered),
+                                   (stale, "groups_stale_total", out.stale)):
             if ids:
                 self._ack(keys=[self.keys.groups, self.keys.stats], args=[GROUPS_GROUP, counter, *ids])
-                field.extend(ids)
+                dest.extend(ids)
                 log.info("groups dropped", reason=counter.split("_")[1], n=len(ids), consumer=req.consumer,
                          policy_version=req.policy_version)
 

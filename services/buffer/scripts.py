@@ -81,7 +81,7 @@ return n
 """
 
 # KEYS: groups stream, group ids hash, prompts stream, attempts hash, releases hash, released set, stats.
-# ARGV: group_id, payload, claim_id, prompts group, prompt_id.
+# ARGV: group_id, payload, claim_id, prompts group, prompt_id, policy_version, mean accuracy.
 # Returns {entry_id, status}: 0 stored, 1 duplicate (same entry id as the first put),
 # 2 claim not pending (completed or dead-lettered), 3 claim belongs to another prompt (entry_id = its prompt id).
 PUT = """
@@ -94,7 +94,7 @@ local claim = ARGV[3]
 if #redis.call('XPENDING', KEYS[3], ARGV[4], claim, claim, 1) == 0 then return {'', 2} end
 local entry = redis.call('XRANGE', KEYS[3], claim, claim)
 if #entry == 1 and entry[1][2][2] ~= ARGV[5] then return {entry[1][2][2], 3} end
-local id = redis.call('XADD', KEYS[1], '*', 'g', ARGV[2])
+local id = redis.call('XADD', KEYS[1], '*', 'g', ARGV[2], 'v', ARGV[6], 'a', ARGV[7])
 redis.call('HSET', KEYS[2], ARGV[1], id)
 redis.call('XACK', KEYS[3], ARGV[4], claim)
 redis.call('XDEL', KEYS[3], claim)

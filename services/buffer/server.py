@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import grpc
+import redis
 from eureka.v1 import buffer_pb2, buffer_pb2_grpc
 
 from services.buffer.config import BufferConfig
@@ -46,8 +47,8 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
         return self.buffer.put_group(request)
 
     @map_errors
-    def SampleGroups(self, request, context):  # noqa: N802
-        return self.buffer.sample_groups(request)
+    def SampleGroups(self, request, context):  # noqa: N802 - answers wire bytes, see `add_buffer_service`
+        return self.buffer.sample(request).wire()
 
     @map_errors
     def AckGroups(self, request, context):  # noqa: N802
@@ -90,7 +91,7 @@ class StatsMetrics:
             try:
                 self.update(buffer.stats())
                 self.up.set(1)
-            except ServiceError as e:
+            except (ServiceError, redis.RedisError) as e:
                 self.up.set(0)
                 log.warning("metrics refresh failed", error=str(e))
             stop.wait(every_s)
@@ -107,15 +108,31 @@ def start_embedded_redis(cfg: BufferConfig):
                        fsync=cfg.redis.appendfsync, maxmemory_bytes=cfg.redis.maxmemory_bytes, host=url.hostname or "127.0.0.1")
 
 
+def _serialize(response: object) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()  # type: ignore[attr-defined]
+
+
+def add_buffer_service(server: grpc.Server, servicer: BufferServicer) -> list[str]:
+    """Registers the servicer like the generated helper, except that a handler may answer ready wire bytes."""
+    service = buffer_pb2.DESCRIPTOR.services_by_name["BufferService"]
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, m.name),
+            request_deserializer=getattr(buffer_pb2, m.input_type.name).FromString,
+            response_serializer=_serialize,
+        )
+        for m in service.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+    return [service.full_name]
+
+
 def build_server(cfg: BufferConfig) -> tuple[GrpcServer, Buffer]:
     buffer = Buffer(cfg)
     buffer.ensure_groups()
 
-    def add(server: grpc.Server) -> list[str]:
-        buffer_pb2_grpc.add_BufferServiceServicer_to_server(BufferServicer(buffer), server)
-        return [buffer_pb2.DESCRIPTOR.services_by_name["BufferService"].full_name]
-
-    server = GrpcServer(add, host=cfg.host, port=cfg.port, grpc_cfg=cfg.grpc, security=cfg.security)
+    server = GrpcServer(lambda s: add_buffer_service(s, BufferServicer(buffer)), host=cfg.host, port=cfg.port, grpc_cfg=cfg.grpc, security=cfg.security)
     return server, buffer
 
 

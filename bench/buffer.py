@@ -1,0 +1,163 @@
+"""Buffer throughput: groups/s through the buffer service (put + sample + ack) vs raw redis-py, same run.
+
+Groups of 8 samples x 512 tokens. The baseline does the same stream operations straight on Redis
+(idempotency lookup, XADD + ack of the prompt in MULTI/EXEC, XREADGROUP, XACK + XDEL). One client,
+one redis-server (AOF everysec), the buffer as its own process; batches of the two paths alternate.
+Writes bench/results/buffer.json.
+
+    .venv/bin/python bench/buffer.py [--groups 800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from eureka.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2
+
+from shared.config import GrpcConfig, SecurityConfig
+from shared.grpc_client import create_channel, wait_serving
+from shared.redis_proc import free_port, start_redis
+
+SAMPLES, TOKENS, BATCH = 8, 512, 8
+RESULTS = Path(__file__).with_name("results") / "buffer.json"
+
+
+def make_group(prompt_id: str, attempt: int) -> buffer_pb2.TrajectoryGroup:
+    samples = [buffer_pb2.Sample(response_token_ids=[(i * 31 + j) % 150000 for j in range(TOKENS)],
+                                 behaviour_logprobs=[-0.7] * TOKENS, response_text="<think>" + "x" * 1500 + "</think>",
+                                 reward=1.0, accuracy=float(i % 2), format=1.0, finish_reason="stop")
+               for i in range(SAMPLES)]
+    return buffer_pb2.TrajectoryGroup(group_id=f"{prompt_id}#{attempt}", prompt_id=prompt_id, attempt=attempt,
+                                      prompt_token_ids=list(range(300)), samples=samples, policy_version=1)
+
+
+class Service:
+    """The buffer service path: PutGroup per group, then SampleGroups + AckGroups per batch."""
+
+    def __init__(self, stub: buffer_pb2_grpc.BufferServiceStub, n: int) -> None:
+        self.stub = stub
+        prompts = [common_pb2.Prompt(prompt_id=f"bench:{i}", messages_json="[]", answer="1", cursor=i) for i in range(n)]
+        for start in range(0, n, 1000):
+            stub.EnqueuePrompts(buffer_pb2.EnqueuePromptsRequest(prompts=prompts[start : start + 1000],
+                                                                 cursor_start=start, cursor_end=start + len(prompts[start : start + 1000])))
+        self.claims = []
+        while len(self.claims) < n:
+            self.claims += stub.ClaimPrompts(buffer_pb2.ClaimPromptsRequest(worker_id="bench", max_prompts=min(1000, n - len(self.claims)))).prompts
+        self.groups = [make_group(c.prompt.prompt_id, c.attempt) for c in self.claims]
+
+    def batch(self, first: int) -> None:
+        for i in range(first, first + BATCH):
+            self.stub.PutGroup(buffer_pb2.PutGroupRequest(group=self.groups[i], claim_id=self.claims[i].claim_id, worker_id="bench"))
+        got = self.stub.SampleGroups(buffer_pb2.SampleGroupsRequest(
+            consumer="learner", num_groups=BATCH, policy_version=1, max_staleness=4, filter_low=0.0, filter_high=1.0,
+            wait_ms=1000))
+        assert len(got.groups) == BATCH
+        self.stub.AckGroups(buffer_pb2.AckGroupsRequest(consumer="learner", entry_ids=[g.entry_id for g in got.groups]))
+
+
+class RawRedis:
+    """The same stream operations straight on Redis with redis-py (keys under `raw:`)."""
+
+    prompts, groups, ids = "raw:prompts", "raw:groups", "raw:groups:ids"
+
+    def __init__(self, r, n: int) -> None:
+        self.r = r
+        r.xgroup_create(self.prompts, "rollout", id="0", mkstream=True)
+        r.xgroup_create(self.groups, "learner", id="0", mkstream=True)
+        pipe = r.pipeline(transaction=False)
+        for i in range(n):
+            pipe.xadd(self.prompts, {"id": f"raw:{i}", "p": common_pb2.Prompt(prompt_id=f"raw:{i}").SerializeToString()})
+        pipe.execute()
+        self.claims = r.xreadgroup("rollout", "bench", {self.prompts: ">"}, count=n)[0][1]
+        self.payloads = [make_group(f"raw:{i}", 1) for i in range(n)]
+
+    def batch(self, first: int) -> None:
+        r = self.r
+        for i in range(first, first + BATCH):
+            g, claim_id = self.payloads[i], self.claims[i][0]
+            if r.hget(self.ids, g.group_id) is None:
+                tx = r.pipeline(transaction=True)
+                tx.xadd(self.groups, {"g": g.SerializeToString()})
+                tx.xack(self.prompts, "rollout", claim_id)
+                tx.xdel(self.prompts, claim_id)
+                r.hset(self.ids, g.group_id, tx.execute()[0])
+        got = r.xreadgroup("learner", "learner", {self.groups: ">"}, count=BATCH)[0][1]
+        kept = [buffer_pb2.TrajectoryGroup.FromString(f[b"g"]) for _, f in got]
+        assert len(kept) == BATCH
+        done = [eid for eid, _ in got]
+        tx = r.pipeline(transaction=True)
+        tx.xack(self.groups, "learner", *done)
+        tx.xdel(self.groups, *done)
+        tx.execute()
+
+
+def measure(service: Service, raw: RawRedis, start: int, end: int) -> tuple[float, float]:
+    """Alternates one batch of each path so load changes on a shared machine hit both alike."""
+    spent = {"service": 0.0, "raw": 0.0}
+    n = end - start
+    for done, first in enumerate(range(start, end, BATCH), start=1):
+        for name, path in (("service", service), ("raw", raw)):
+            t = time.perf_counter()
+            path.batch(first)
+            spent[name] += time.perf_counter() - t
+        if done % 10 == 0 or first + BATCH >= end:
+            g = done * BATCH
+            print(f"\r{g:5d}/{n} groups  service {g / spent['service']:7.1f} groups/s  raw {g / spent['raw']:7.1f} groups/s",
+                  end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return n / spent["service"], n / spent["raw"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--groups", type=int, default=800, help="measured groups per path (a multiple of 8)")
+    args = ap.parse_args()
+    token, password = "bench-token", "bench-pw"
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = start_redis(Path(tmp) / "redis", password=password)
+        port = free_port()
+        env = {**os.environ, "EUREKA_REDIS__PASSWORD": password, "EUREKA_SECURITY__SERVICE_TOKEN": token}
+        server = subprocess.Popen([str(Path(sys.executable).with_name("eureka")), "buffer", "serve", "--port", str(port),
+                                   "--metrics-port", "0", "--redis.url", redis.url, "--max-backlog", "1000000"],
+                                  env=env, stderr=subprocess.DEVNULL)
+        try:
+            channel = create_channel(f"127.0.0.1:{port}", GrpcConfig(), SecurityConfig(service_token=token))
+            wait_serving(channel, timeout_s=60)
+            stub = buffer_pb2_grpc.BufferServiceStub(channel)
+            warm = args.groups // 10 // BATCH * BATCH
+            total = warm + args.groups
+            service, raw = Service(stub, total), RawRedis(redis.client(), total)
+            measure(service, raw, 0, warm)  # warm-up: connections, script cache, allocator
+            service_rate, raw_rate = measure(service, raw, warm, total)
+        finally:
+            server.terminate()
+            server.wait(30)
+            redis.stop()
+    result = {
+        "service_groups_per_s": round(service_rate, 1),
+        "raw_redis_groups_per_s": round(raw_rate, 1),
+        "ratio": round(service_rate / raw_rate, 3),
+        "target_ratio": 0.5,
+        "groups": args.groups,
+        "samples_per_group": SAMPLES,
+        "tokens_per_sample": TOKENS,
+        "sample_batch": BATCH,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"service {result['service_groups_per_s']} groups/s, raw redis-py {result['raw_redis_groups_per_s']} groups/s, "
+          f"ratio {result['ratio']} (target >= 0.5) -> {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
