@@ -59,8 +59,29 @@ class Service:
         got = self.stub.SampleGroups(buffer_pb2.SampleGroupsRequest(
             consumer="learner", num_groups=BATCH, policy_version=1, max_staleness=4, filter_low=0.0, filter_high=1.0,
             wait_ms=1000))
-        assert len(got.groups) == BATCH
-        self.stub.AckGroups(buffer_pb2.AckGroupsRequest(consumer="learner", entry_ids=[g.entry_id for g in got.groups]))
+        ids = [g.entry_id for g in got.groups] if hasattr(got, "groups") else [eid for eid, _ in got.kept]
+        assert len(ids) == BATCH
+        self.stub.AckGroups(buffer_pb2.AckGroupsRequest(consumer="learner", entry_ids=ids))
+
+
+class InProcess(Service):
+    """Diagnostic: the buffer's core called in this process (no gRPC), keys under `core:`."""
+
+    def __init__(self, redis_url: str, password: str, n: int) -> None:
+        from services.buffer.config import BufferConfig
+        from services.buffer.core import Buffer
+
+        self.core = Buffer(BufferConfig(redis={"url": redis_url, "password": password, "key_prefix": "core:"},
+                                        max_backlog=10**6))
+        self.core.ensure_groups()
+        stub = type("CoreStub", (), {
+            "EnqueuePrompts": staticmethod(self.core.enqueue_prompts),
+            "ClaimPrompts": staticmethod(self.core.claim_prompts),
+            "PutGroup": staticmethod(self.core.put_group),
+            "SampleGroups": staticmethod(lambda req: self.core.sample(req)),
+            "AckGroups": staticmethod(self.core.ack_groups),
+        })()
+        super().__init__(stub, n)
 
 
 class RawRedis:
@@ -99,21 +120,21 @@ class RawRedis:
         tx.execute()
 
 
-def measure(service: Service, raw: RawRedis, start: int, end: int) -> tuple[float, float]:
-    """Alternates one batch of each path so load changes on a shared machine hit both alike."""
-    spent = {"service": 0.0, "raw": 0.0}
+def measure(paths: dict[str, Service | RawRedis], start: int, end: int) -> dict[str, float]:
+    """Alternates one batch of each path so load changes on a shared machine hit all alike; groups/s per path."""
+    spent = dict.fromkeys(paths, 0.0)
     n = end - start
     for done, first in enumerate(range(start, end, BATCH), start=1):
-        for name, path in (("service", service), ("raw", raw)):
+        for name, path in paths.items():
             t = time.perf_counter()
             path.batch(first)
             spent[name] += time.perf_counter() - t
         if done % 10 == 0 or first + BATCH >= end:
             g = done * BATCH
-            print(f"\r{g:5d}/{n} groups  service {g / spent['service']:7.1f} groups/s  raw {g / spent['raw']:7.1f} groups/s",
-                  end="", file=sys.stderr, flush=True)
+            rates = "  ".join(f"{name} {g / t:7.1f}" for name, t in spent.items())
+            print(f"\r{g:5d}/{n} groups  groups/s: {rates}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return n / spent["service"], n / spent["raw"]
+    return {name: n / t for name, t in spent.items()}
 
 
 def main() -> int:
@@ -134,18 +155,22 @@ def main() -> int:
             stub = buffer_pb2_grpc.BufferServiceStub(channel)
             warm = args.groups // 10 // BATCH * BATCH
             total = warm + args.groups
-            service, raw = Service(stub, total), RawRedis(redis.client(), total)
-            measure(service, raw, 0, warm)  # warm-up: connections, script cache, allocator
-            service_rate, raw_rate = measure(service, raw, warm, total)
+            paths = {"service": Service(stub, total), "raw": RawRedis(redis.client(), total),
+                     "core": InProcess(redis.url, password, total)}
+            measure(paths, 0, warm)  # warm-up: connections, script cache, allocator
+            rates = measure(paths, warm, total)
         finally:
             server.terminate()
             server.wait(30)
             redis.stop()
     result = {
-        "service_groups_per_s": round(service_rate, 1),
-        "raw_redis_groups_per_s": round(raw_rate, 1),
-        "ratio": round(service_rate / raw_rate, 3),
+        "service_groups_per_s": round(rates["service"], 1),
+        "raw_redis_groups_per_s": round(rates["raw"], 1),
+        "ratio": round(rates["service"] / rates["raw"], 3),
         "target_ratio": 0.5,
+        "core_in_process_groups_per_s": round(rates["core"], 1),
+        "core_ratio": round(rates["core"] / rates["raw"], 3),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "groups": args.groups,
         "samples_per_group": SAMPLES,
         "tokens_per_sample": TOKENS,
@@ -155,7 +180,8 @@ def main() -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"service {result['service_groups_per_s']} groups/s, raw redis-py {result['raw_redis_groups_per_s']} groups/s, "
-          f"ratio {result['ratio']} (target >= 0.5) -> {RESULTS}")
+          f"ratio {result['ratio']} (target >= 0.5); core without gRPC {result['core_in_process_groups_per_s']} groups/s, "
+          f"ratio {result['core_ratio']} -> {RESULTS}")
     return 0
 
 

@@ -186,7 +186,7 @@ class Buffer:
         entry_id, status = self._put(
             keys=[k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats],
             args=[g.group_id, g.SerializeToString(), req.claim_id, PROMPTS_GROUP, g.prompt_id, g.policy_version,
-                  repr(sum(s.accuracy for s in g.samples) / len(g.samples))],
+                  repr(sum(s.accuracy for s in g.samples) / len(g.samples)), g.attempt],
         )
         if status == 2:
             raise FailedPrecondition(
@@ -196,6 +196,11 @@ class Buffer:
         if status == 3:
             raise FailedPrecondition(
                 f"claim {req.claim_id} is for prompt {_s(entry_id)!r}, not {g.prompt_id!r}; put the group with its own claim_id"
+            )
+        if status == 4:
+            raise FailedPrecondition(
+                f"group.attempt is {g.attempt} but claim {req.claim_id} was delivered {_s(entry_id)} time(s); "
+                "use the attempt that ClaimPrompts returned"
             )
         log.info("group put", group_id=g.group_id, entry_id=_s(entry_id), duplicate=status == 1,
                  policy_version=g.policy_version, worker_id=req.worker_id)

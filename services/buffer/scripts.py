@@ -81,9 +81,10 @@ return n
 """
 
 # KEYS: groups stream, group ids hash, prompts stream, attempts hash, releases hash, released set, stats.
-# ARGV: group_id, payload, claim_id, prompts group, prompt_id, policy_version, mean accuracy.
+# ARGV: group_id, payload, claim_id, prompts group, prompt_id, policy_version, mean accuracy, attempt.
 # Returns {entry_id, status}: 0 stored, 1 duplicate (same entry id as the first put),
-# 2 claim not pending (completed or dead-lettered), 3 claim belongs to another prompt (entry_id = its prompt id).
+# 2 claim not pending (completed or dead-lettered), 3 claim belongs to another prompt (entry_id = its prompt id),
+# 4 attempt above the claim's deliveries (entry_id = deliveries).
 PUT = """
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
 if existing then
@@ -94,6 +95,8 @@ local claim = ARGV[3]
 if #redis.call('XPENDING', KEYS[3], ARGV[4], claim, claim, 1) == 0 then return {'', 2} end
 local entry = redis.call('XRANGE', KEYS[3], claim, claim)
 if #entry == 1 and entry[1][2][2] ~= ARGV[5] then return {entry[1][2][2], 3} end
+local delivered = tonumber(redis.call('HGET', KEYS[4], claim) or '0')
+if tonumber(ARGV[8]) > delivered then return {tostring(delivered), 4} end
 local id = redis.call('XADD', KEYS[1], '*', 'g', ARGV[2], 'v', ARGV[6], 'a', ARGV[7])
 redis.call('HSET', KEYS[2], ARGV[1], id)
 redis.call('XACK', KEYS[3], ARGV[4], claim)

@@ -37,6 +37,15 @@ def test_put_with_another_prompts_claim_is_refused(buf: Buffer) -> None:
     assert buf.stats().groups_put_total == 0
 
 
+def test_put_with_an_attempt_the_claim_never_had_is_refused(buf: Buffer) -> None:
+    enqueue(buf, 0, 1)
+    c = claim(buf)[0]
+    c.attempt = 2
+    with pytest.raises(FailedPrecondition, match="delivered 1 time"):
+        put(buf, c)
+    assert buf.stats().groups_put_total == 0
+
+
 def test_filter_and_staleness_drop_ack_count_and_report(buf: Buffer) -> None:
     enqueue(buf, 0, 4)
     cs = claim(buf, n=4)
