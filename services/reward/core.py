@@ -16,9 +16,9 @@ PRETRAINED = "pretrained"
 
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _FORMAT = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
 _BOXED = "\\boxed{"
+_BRACE_TOKEN = re.compile(r"\\boxed\{|\\[{}]|[{}]")
 
 # A multiple-choice reply: "B", "(B)", "B.", "B. 12", "B) 12", "option B", "the answer is (B)".
 _LETTER = re.compile(
@@ -69,25 +69,27 @@ def extract_answer(response: str, mode: str) -> str | None:
     """Instruct: the first `<answer>…</answer>`; pretrained: the last `\\boxed{…}` with balanced braces."""
     if mode == PRETRAINED:
         return last_boxed(response)
-    m = _ANSWER.search(response)
-    return m.group(1).strip() if m else None
+    start = response.find(_ANSWER_OPEN)  # str.find, not a lazy regex: linear even on "<answer>" x 10,000
+    end = response.find(_ANSWER_CLOSE, start + len(_ANSWER_OPEN)) if start != -1 else -1
+    return response[start + len(_ANSWER_OPEN): end].strip() if end != -1 else None
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{…}` whose braces balance (linear scan, no regex recursion)."""
-    start = text.rfind(_BOXED)
-    while start != -1:
-        depth, i = 1, start + len(_BOXED)
-        while i < len(text) and depth:
-            if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
-                i += 2  # an escaped brace is text, not structure
-                continue
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            return text[start + len(_BOXED): i - 1].strip()
-        start = text.rfind(_BOXED, 0, start)
-    return None
+    """Content of the last `\\boxed{…}` whose braces balance: one pass with a stack, linear in the text."""
+    stack: list[int] = []  # content start of each open brace; -1 for a plain brace
+    last: tuple[int, int] | None = None
+    for m in _BRACE_TOKEN.finditer(text):
+        token = m.group()
+        if token == _BOXED:
+            stack.append(m.end())
+        elif token == "{":
+            stack.append(-1)
+        elif token == "}" and stack:
+            start = stack.pop()
+            if start >= 0 and (last is None or start > last[0]):
+                last = (start, m.start())
+        # an escaped brace (\\{ or \\}) is text, not structure
+    return text[last[0]: last[1]].strip() if last else None
 
 
 def format_score(response: str, mode: str, min_think_chars: int = 300) -> float:
