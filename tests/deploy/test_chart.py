@@ -183,6 +183,16 @@ def test_keda_redis_streams_trigger_authenticates_with_the_redis_secret() -> Non
                                    "pendingEntriesCount": "64"}
     auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "eureka-redis", "key": "password"}]
+    # KEDA's operator must reach Redis through the NetworkPolicy.
+    keda_rule = one(docs, "NetworkPolicy", "eureka-redis")["spec"]["ingress"][1]
+    assert keda_rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}]
+    assert keda_rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
+
+
+def test_keda_query_can_be_replaced() -> None:
+    docs = rendered("-f", str(CHART / "ci/keda-values.yaml"), "--set", "rollout.autoscaling.keda.query=sum(x)")
+    (trigger,) = one(docs, "ScaledObject", "eureka-rollout")["spec"]["triggers"]
+    assert trigger["metadata"]["query"] == "sum(x)"
 
 
 def test_hpa_scales_on_the_external_backlog_metric() -> None:

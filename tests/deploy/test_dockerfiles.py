@@ -3,6 +3,7 @@ and build steps that call commands the CLI really has."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 
@@ -53,11 +54,24 @@ def test_copied_sources_exist_and_the_entry_point_is_eureka(path) -> None:  # no
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
-def test_build_steps_call_existing_cli_commands(path) -> None:  # noqa: ANN001
-    words = {c.words for c in COMMANDS}
+def test_build_steps_call_existing_cli_commands_with_real_flags(path) -> None:  # noqa: ANN001
+    from shared.config import flatten_fields
+
+    calls = 0
     for word, args in instructions(path):
         if word != "RUN":
             continue
-        for m in re.finditer(r"\beureka ((?:[a-z][a-z-]* ?)+)", args):
-            cmd = tuple(m.group(1).split())
-            assert any(cmd[: len(w)] == w for w in words), f"{path.name} runs `eureka {' '.join(cmd)}`, not in the CLI"
+        for step in args.split("&&"):
+            tokens = shlex.split(step)
+            if not tokens or tokens[0] != "eureka":
+                continue
+            calls += 1
+            matches = [c for c in COMMANDS if tuple(tokens[1 : 1 + len(c.words)]) == c.words]
+            assert matches, f"{path.name} runs `{step.strip()}`, which is not a command of the CLI"
+            cmd = matches[0]
+            assert cmd.settings, f"`eureka {' '.join(cmd.words)}` is not built yet"
+            module, _, name = cmd.settings.partition(":")
+            fields = {p for p, _ in flatten_fields(getattr(importlib.import_module(module), name))}
+            for flag in (t for t in tokens if t.startswith("--")):
+                assert flag[2:].replace("-", "_") in fields, f"{path.name}: `{flag}` is not a flag of {cmd.words}"
+    assert calls >= 2  # make-base and data make-synthetic
