@@ -1,0 +1,151 @@
+"""The DeepSpeed engine: process group, model, AdamW + cosine schedule, consolidated weights, checkpoints.
+
+CPU runs use gloo (DeepSpeed's shared-memory comm op is skipped: it JIT-compiles C++ at start);
+GPU runs use NCCL and bf16. A single process without torchrun gets the rendezvous variables set here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.learner.config import LearnerConfig
+from shared.logs import get_logger
+
+log = get_logger("learner.engine")
+
+
+def cosine_lr(step: int, total_steps: int, lr: float, min_lr: float, warmup_ratio: float) -> float:
+    """Linear warmup over ceil(warmup_ratio x total) steps, then cosine from lr towards min_lr (reached after
+    the last step, as transformers' cosine_with_min_lr, so the last step still learns)."""
+    warmup = math.ceil(warmup_ratio * total_steps)
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def init_distributed() -> None:
+    """Join (or form, for one process) the process group: NCCL on GPU, gloo on CPU."""
+    import deepspeed
+    import deepspeed.ops
+    import torch
+
+    if "RANK" not in os.environ:  # one process without torchrun
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        deepspeed.init_distributed(dist_backend="nccl")
+    else:
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        deepspeed.init_distributed(dist_backend="gloo")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ds_config(cfg: LearnerConfig, bf16: bool) -> dict[str, Any]:
+    return {
+        "train_batch_size": cfg.batch_groups,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_groups,
+        "gradient_accumulation_steps": cfg.grad_accum_steps,
+        "gradient_clipping": cfg.recipe.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": bf16},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+@dataclass
+class Engine:
+    engine: Any  # deepspeed.DeepSpeedEngine
+    scheduler: Any
+    reference: Any | None  # frozen reference model for the KL term, only when kl_coef > 0
+    zero_stage: int
+
+    @property
+    def model(self) -> Any:
+        return self.engine.module
+
+    def consolidated_state_dict(self) -> dict[str, Any] | None:
+        """The full state dict on rank 0 (None elsewhere). Under ZeRO-3 every rank must call this."""
+        if self.zero_stage == 3:
+            return self.engine._zero3_consolidated_16bit_state_dict()  # noqa: SLF001 - DeepSpeed's gather API
+        return self.model.state_dict() if self.engine.global_rank == 0 else None
+
+    def save(self, root: Path, tag: str, client_state: dict[str, Any]) -> None:
+        """DeepSpeed checkpoint under root/tag on every rank, then fsync so it survives a crash."""
+        import torch.distributed as dist
+
+        self.engine.save_checkpoint(str(root), tag=tag, client_state=client_state)
+        fsync_tree(root / tag)
+        dist.barrier()
+
+    def load(self, root: Path, tag: str) -> dict[str, Any]:
+        path, client_state = self.engine.load_checkpoint(
+            str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+        if path is None:
+            raise FileNotFoundError(f"DeepSpeed checkpoint {root / tag} could not be loaded; is the run dir intact?")
+        return client_state or {}
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file under `path` and the directories themselves."""
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def build_engine(cfg: LearnerConfig, model_path: Path) -> Engine:
+    """Model (vision tower frozen by the recipe), AdamW over the trainable parameters, cosine schedule, DeepSpeed."""
+    import deepspeed
+    import torch
+
+    from shared.model.io import load_model
+
+    torch.manual_seed(cfg.seed)
+    gpu = torch.cuda.is_available()
+    bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and gpu)
+    model = load_model(model_path, dtype="float32", freeze_vision=cfg.recipe.freeze_vision)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    r = cfg.recipe
+    optimizer = torch.optim.AdamW(params, lr=r.lr, betas=r.adam_betas, weight_decay=r.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_lr(step, cfg.total_steps, r.lr, r.min_lr, r.warmup_ratio) / r.lr
+    )
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config(cfg, bf16)
+    )
+    reference = None
+    if r.kl_coef > 0:
+        reference = load_model(model_path, dtype="bfloat16" if bf16 else "float32", device=str(engine.device))
+        reference.requires_grad_(False)
+    log.info("engine ready", zero_stage=cfg.zero_stage, bf16=bf16, world_size=engine.world_size,
+             trainable_params=sum(p.numel() for p in params), grad_accum_steps=cfg.grad_accum_steps)
+    return Engine(engine, scheduler, reference, cfg.zero_stage)
