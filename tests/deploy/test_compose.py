@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -136,3 +137,12 @@ def test_compose_grafana_provisions_the_chart_dashboards() -> None:
     assert ds["datasources"][0]["url"] == "http://prometheus:9090"
     assert (CHART / "dashboards").is_dir() and list(Path(CHART / "dashboards").glob("*.json"))
     assert find(rendered(), "ConfigMap")
+
+
+def test_prometheus_scrape_config_passes_promtool() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: run `make apt` (the prometheus package ships it)")
+    out = subprocess.run([promtool, "check", "config", str(REPO / "deploy/prometheus/prometheus.yml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
