@@ -33,6 +33,7 @@ class RolloutConfig(ServiceSettings):
     backend: Literal["hf", "vllm"] = Field("hf", description="hf = transformers generate (CPU/GPU); vllm = GPU")
     device: str = Field("cpu", description="torch device of the hf backend (cpu, cuda, cuda:1)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    cpu_threads: int = Field(0, ge=0, description="torch intra-op threads (0 = torch's default, all cores)")
     worker_id: str = Field("", description="name in the buffer's consumer group (default: hostname-pid)")
     mode: Literal["async", "sync"] = Field(
         "async", description="sync: claim only while serving the learner's published version"

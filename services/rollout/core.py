@@ -109,6 +109,8 @@ class Worker:
                 claimed = self._claim()
                 if claimed:
                     self._batch(claimed)
+                else:
+                    self.weights.refresh()  # idle: be on the newest version before the next claim
         finally:
             self._release(list(self.held), "drain")
             self.state = rollout_pb2.WORKER_STATE_STOPPED
@@ -148,6 +150,11 @@ class Worker:
             self._release([c.claim_id for c in claimed], "drain")
             return
         self.weights.refresh()  # between batches, never mid-sequence
+        if self.cfg.mode == "sync" and self.weights.last_published != self.weights.version:
+            # The learner published during the claim and the pull failed: never generate off-version in sync mode.
+            self._release([c.claim_id for c in claimed], "out_of_sync")
+            self.stop.wait(self.cfg.weight_retry_s)
+            return
         jobs = self._jobs(claimed)
         if not jobs:
             return

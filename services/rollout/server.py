@@ -51,9 +51,11 @@ def build_worker(cfg: RolloutConfig) -> Worker:
     """Load the backend and connect to the buffer, reward and weight services."""
     from services.rollout.backends import make_backend
 
-    if cfg.seed is not None:
-        import torch
+    import torch
 
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     if cfg.model_path is not None:
         model_path = cfg.model_path

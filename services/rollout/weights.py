@@ -30,15 +30,18 @@ class WeightSync:
         self.timeout_s = timeout_s
         self.version_timeout_s = version_timeout_s
         self.version: int | None = None  # None until the first successful pull
+        self.last_published: int | None = None  # the learner's version at the last check (None: no answer)
         self.failures = 0
 
     def published(self) -> int | None:
         """The learner's published version, or None (counted) when the weight service does not answer."""
         try:
-            return int(self.stub.GetVersion(weights_pb2.GetVersionRequest(), timeout=self.version_timeout_s).policy_version)
+            reply = self.stub.GetVersion(weights_pb2.GetVersionRequest(), timeout=self.version_timeout_s)
+            self.last_published = int(reply.policy_version)
         except grpc.RpcError as e:
+            self.last_published = None
             self._failed("version", f"GetVersion failed: {e.code().name}: {e.details()}")
-            return None
+        return self.last_published
 
     def refresh(self) -> bool:
         """Pull when a newer version is published; True when the served version changed."""

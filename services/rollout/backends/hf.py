@@ -17,6 +17,7 @@ from services.rollout.backends.base import (
     Completion,
     GenerationAborted,
     SamplingSpec,
+    WeightLoadError,
     check_state_dict,
     finish,
 )
@@ -46,6 +47,19 @@ def _recorder(temperature: float, suppress: torch.Tensor, abort: threading.Event
             return torch.full((input_ids.shape[0],), abort.is_set(), dtype=torch.bool, device=input_ids.device)
 
     return Record(), Gather(), gathered
+
+
+def check_tied(current: dict[str, torch.Tensor], incoming: dict[str, torch.Tensor]) -> None:
+    """Names that share one tensor in the model (tied embeddings) must arrive with equal values."""
+    import torch
+
+    first: dict[int, str] = {}
+    for name, tensor in current.items():
+        if name not in incoming:
+            continue
+        other = first.setdefault(tensor.data_ptr(), name)
+        if other != name and not torch.equal(incoming[other], incoming[name]):
+            raise WeightLoadError(f"{name} and {other} are tied in the served model but arrived with different values")
 
 
 class HfBackend(Backend):
@@ -124,6 +138,7 @@ class HfBackend(Backend):
         with self.lock:
             current = self.model.state_dict()
             check_state_dict(current, state_dict)
+            check_tied(current, state_dict)
             with torch.no_grad():
                 for name, tensor in state_dict.items():
                     current[name].copy_(tensor.to(current[name].device, dtype=current[name].dtype))

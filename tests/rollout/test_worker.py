@@ -1,0 +1,58 @@
+"""In-process workers (their state is reachable) against the real stack: Drain RPC, sync mode, failed pulls."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from eureka.v1 import rollout_pb2
+
+from tests.rollout.conftest import perturbed, wait_for
+
+
+def test_drain_rpc_releases_the_batch_in_flight_and_stops(stack, start_in_process):
+    w = start_in_process("drain-me", max_tokens=4000)
+    backend = w.worker.backend
+    backend.suppress = torch.cat([backend.suppress, torch.tensor(backend.stop_ids)])  # never stops early: stays busy
+    stack.enqueue(2, tag="drain")
+    wait_for(lambda: w.worker.status().prompts_in_flight == 2, 60, "a batch of 2 in flight", every_s=0.01)
+    held = [c.prompt.prompt_id for c in list(w.worker.held.values())]
+    reply = w.control.Drain(rollout_pb2.DrainRequest(), timeout=30)
+    assert reply.released == 2
+    assert w.worker.stopped.is_set()
+    status = w.control.GetStatus(rollout_pb2.GetStatusRequest())
+    assert status.state == rollout_pb2.WORKER_STATE_STOPPED and status.prompts_in_flight == 0
+    # Released, not lost: another worker completes them without waiting for their lease.
+    start_in_process("after-drain")
+    groups = stack.take_groups(held)
+    assert all(g.worker_id == "after-drain" for g in groups)
+
+
+def test_sync_mode_claims_only_at_the_published_version(stack, start_in_process):
+    w = start_in_process("sync-worker", mode="sync")
+    served = w.worker.weights.version
+    w.worker.weights.timeout_s = 1e-4  # every pull now misses its deadline
+    put_before = stack.stats().groups_put_total
+    stack.store.publish(served + 1, perturbed(stack.model_path, seed=served + 11))
+    ids = stack.enqueue(2, tag="sync")
+    wait_for(lambda: w.worker.weights.failures >= 2, 30, "failed pulls")
+    time.sleep(1.0)  # long enough to generate a batch; in sync mode it must not
+    assert w.worker.status().prompts_in_flight == 0 and stack.stats().groups_put_total == put_before
+    assert w.worker.weights.version == served
+    w.worker.weights.timeout_s = 30.0
+    groups = stack.take_groups(ids)
+    assert {g.policy_version for g in groups} == {served + 1}
+
+
+def test_async_failed_pull_keeps_the_old_version_and_is_counted(stack, start_in_process):
+    w = start_in_process("async-worker")
+    served = w.worker.weights.version
+    w.worker.weights.timeout_s = 1e-4
+    stack.store.publish(served + 1, perturbed(stack.model_path, seed=served + 21))
+    ids = stack.enqueue(2, tag="async")
+    groups = stack.take_groups(ids)
+    assert {g.policy_version for g in groups} == {served}  # generated on, and labelled with, the old version
+    status = w.control.GetStatus(rollout_pb2.GetStatusRequest())
+    assert status.weight_pull_failures_total >= 1 and status.policy_version == served
+    w.worker.weights.timeout_s = 30.0
+    wait_for(lambda: w.worker.status().policy_version == served + 1, 30, "the new version after the deadline is lifted")
