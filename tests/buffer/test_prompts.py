@@ -99,3 +99,21 @@ def test_release_hands_prompts_back_at_once_without_counting_a_failure(redis_ser
     assert [(c.claim_id, c.attempt) for c in got] == [(mine[0].claim_id, 2)]
     s = buf.stats()
     assert (s.prompts_reclaimed_total, s.prompts_dead_lettered_total) == (0, 0)
+
+
+def test_redis_down_is_unavailable_and_an_empty_restart_recreates_the_groups(buf: Buffer, redis_server, tmp_path) -> None:
+    from shared.grpc_server import Unavailable
+    from shared.redis_proc import start_redis
+
+    enqueue(buf, 0, 1)
+    redis_server.kill()
+    with pytest.raises(Unavailable, match="Redis is unreachable"):
+        buf.get_cursor()
+    # Redis comes back on the same port with no data (no AOF): the buffer recreates its consumer groups.
+    fresh = start_redis(tmp_path / "empty", port=redis_server.port, password=redis_server.password)
+    try:
+        assert claim(buf) == []
+        assert enqueue(buf, 0, 2).enqueued == 2
+        assert [c.prompt.prompt_id for c in claim(buf, n=2)] == ["train:0:0", "train:0:1"]
+    finally:
+        fresh.kill()
