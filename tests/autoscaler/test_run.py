@@ -3,10 +3,6 @@ redis-server, with the service token) and patches the scale of the rollout Deplo
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,29 +12,15 @@ from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel, wait_serving
 from tests.autoscaler.scale_api import FakeApiServer
 from tests.conftest import RedisProc, free_port
+from tests.deploy.helpers import start_eureka, stop_process
 
 TOKEN = "autoscaler-test-token"
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "eureka_cli", *args], env={**os.environ, **env},
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait()
 
 
 def test_autoscaler_scales_rollout_from_the_real_buffer_backlog(redis_server: RedisProc, api: FakeApiServer,
                                                                 tmp_path: Path, clean_env: None) -> None:
     port = free_port()
-    buffer = _start(["buffer", "serve", "--port", str(port), "--metrics-port", "0", "--redis.url", redis_server.url,
+    buffer = start_eureka(["buffer", "serve", "--port", str(port), "--metrics-port", "0", "--redis.url", redis_server.url,
                      "--redis.password", redis_server.password], {"EUREKA_SECURITY__SERVICE_TOKEN": TOKEN},
                     tmp_path / "buffer.log")
     scaler = None
@@ -49,7 +31,7 @@ def test_autoscaler_scales_rollout_from_the_real_buffer_backlog(redis_server: Re
                                      answer="2", cursor=i) for i in range(45)]
         buffer_pb2_grpc.BufferServiceStub(channel).EnqueuePrompts(
             buffer_pb2.EnqueuePromptsRequest(prompts=prompts, cursor_start=0, cursor_end=45))
-        scaler = _start(["autoscaler", "run"], {
+        scaler = start_eureka(["autoscaler", "run"], {
             "EUREKA_SECURITY__SERVICE_TOKEN": TOKEN, "EUREKA_BUFFER_ADDR": f"127.0.0.1:{port}",
             "EUREKA_KUBE_API_URL": api.url, "EUREKA_NAMESPACE": "eureka", "EUREKA_DEPLOYMENT": "eureka-rollout",
             "EUREKA_TARGET_BACKLOG_PER_REPLICA": "10", "EUREKA_MAX_STEP_UP": "2", "EUREKA_INTERVAL_S": "0.2",
@@ -64,9 +46,9 @@ def test_autoscaler_scales_rollout_from_the_real_buffer_backlog(redis_server: Re
         assert patches[:2] == [4, 5]
         time.sleep(1.0)  # several more decisions: steady, no further patch
         assert [r["body"]["spec"]["replicas"] for r in api.requests if r["verb"] == "patch"] == patches
-        assert _stop(scaler) == 0  # SIGTERM: clean stop
+        assert stop_process(scaler) == 0  # SIGTERM: clean stop
         assert "rollout scaled" in (tmp_path / "autoscaler.log").read_text()
     finally:
         if scaler is not None:
-            _stop(scaler)
-        _stop(buffer)
+            stop_process(scaler)
+        stop_process(buffer)

@@ -3,17 +3,14 @@ port, then every dashboard panel's query must return data. Used by the slow test
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from eureka_cli.commands import COMMANDS
-from tests.deploy.helpers import dashboard_exprs
+from tests.deploy.helpers import dashboard_exprs, start_eureka, stop_process
 from tests.deploy.prom import prometheus, query
 
 # The services' default metrics ports, which `eureka up` keeps (docs/DEPLOYMENT.md).
@@ -36,10 +33,7 @@ def run_up_and_query_panels(tmp_path: Path) -> list[str]:
     """Returns "dashboard / panel: expr" for every query that came back empty (or errored)."""
     _up_is_built()
     targets = {f"eureka-{svc}": [f"127.0.0.1:{port}"] for svc, port in METRICS_PORTS.items()}
-    log = (tmp_path / "up.log").open("wb")
-    env = {**os.environ, "EUREKA_RUN_DIR": str(tmp_path / "run")}
-    up = subprocess.Popen([sys.executable, "-m", "eureka_cli", "up"], cwd=Path(__file__).resolve().parents[2],
-                          env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    up = start_eureka(["up"], {"EUREKA_RUN_DIR": str(tmp_path / "run")}, tmp_path / "up.log")
     try:
         with prometheus(tmp_path / "prom", targets) as url:
             deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -56,11 +50,4 @@ def run_up_and_query_panels(tmp_path: Path) -> list[str]:
             return [f"{name} / {title}: {expr}" for name, title, expr in dashboard_exprs()
                     if not _has_data(query(url, expr))]
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGINT)
-            try:
-                up.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(up.pid, signal.SIGKILL)
-                up.wait()
-        log.close()
+        stop_process(up, signal.SIGINT, grace_s=120)

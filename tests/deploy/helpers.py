@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
+import sys
 import shutil
 import subprocess
 from pathlib import Path
@@ -73,3 +76,21 @@ def dashboard_exprs() -> list[tuple[str, str, str]]:
 def rendered(*args: str) -> list[dict]:
     """Memoised `render` (helm is a subprocess: keep the suite quick). Do not mutate the result."""
     return render(*args)
+
+
+def start_eureka(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`eureka <args>` as a real process in its own session (so a stop reaches its children), output to `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "eureka_cli", *args], env={**os.environ, **env}, cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen, sig: signal.Signals = signal.SIGTERM, grace_s: float = 30) -> int:
+    """Signal the process group, wait `grace_s`, then kill it; the exit code."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+    try:
+        return proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()

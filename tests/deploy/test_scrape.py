@@ -4,11 +4,7 @@ dashboard panel query that is about those two services with data (the full run o
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,43 +15,28 @@ from eureka.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2, reward_pb2, rewar
 from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel, wait_serving
 from tests.conftest import RedisProc, free_port
-from tests.deploy.helpers import dashboard_exprs
+from tests.deploy.helpers import dashboard_exprs, start_eureka, stop_process
 from tests.deploy.prom import prometheus, query
 
 TOKEN = "scrape-test-token"
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "EUREKA_SECURITY__SERVICE_TOKEN": TOKEN}
-    return subprocess.Popen([sys.executable, "-m", "eureka_cli", *args], env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 @pytest.fixture
 def services(redis_server: RedisProc, tmp_path: Path, clean_env: None) -> Iterator[dict[str, int]]:
+    env = {"EUREKA_SECURITY__SERVICE_TOKEN": TOKEN}
     ports = {name: free_port() for name in ("reward_grpc", "reward_http", "reward_metrics", "buffer", "buffer_metrics")}
     procs = [
-        _start(["reward", "serve", "--grpc-port", str(ports["reward_grpc"]), "--http-port", str(ports["reward_http"]),
-                "--metrics-port", str(ports["reward_metrics"]), "--workers", "1"], tmp_path / "reward.log"),
-        _start(["buffer", "serve", "--port", str(ports["buffer"]), "--metrics-port", str(ports["buffer_metrics"]),
+        start_eureka(["reward", "serve", "--grpc-port", str(ports["reward_grpc"]), "--http-port", str(ports["reward_http"]),
+                "--metrics-port", str(ports["reward_metrics"]), "--workers", "1"], env, tmp_path / "reward.log"),
+        start_eureka(["buffer", "serve", "--port", str(ports["buffer"]), "--metrics-port", str(ports["buffer_metrics"]),
                 "--stats-refresh-s", "0.5", "--redis.url", redis_server.url, "--redis.password", redis_server.password],
-               tmp_path / "buffer.log"),
+               env, tmp_path / "buffer.log"),
     ]
     try:
         yield ports
     finally:
         for p in procs:
-            _stop(p)
+            stop_process(p)
 
 
 def _metric_services(expr: str) -> set[str]:
