@@ -159,7 +159,8 @@ def parse_answer(answer: str, timeout_s: int) -> list[Any]:
     return _with_separators(answer, parsed, timeout_s)
 
 
-def accuracy_score(answer: str, gold: str, options: tuple[str, ...], timeout_s: int) -> float:
+def accuracy_score(answer: str, gold: str, options: tuple[str, ...], timeout_s: int,
+                   gold_parsed: list[Any] | None = None) -> float:
     """1.0 when the extracted answer equals the gold (math-verify, or the multiple-choice letter)."""
     from math_verify import verify
 
@@ -170,10 +171,11 @@ def accuracy_score(answer: str, gold: str, options: tuple[str, ...], timeout_s: 
         idx = ord(letter) - ord("A")
         if idx >= len(options):
             return 0.0
-        gold = options[idx]  # the reply may quote the option's text instead of its letter
+        gold, gold_parsed = options[idx], None  # the reply may quote the option's text instead of its letter
     elif options and (picked := answer_letter(answer)) is not None and ord(picked) - ord("A") < len(options):
         answer = options[ord(picked) - ord("A")]  # gold is an option's text, the reply names its letter
-    gold_parsed = parse_gold(gold, timeout_s)
+    if gold_parsed is None:
+        gold_parsed = parse_gold(gold, timeout_s)
     answer_parsed = parse_answer(answer, timeout_s)
     return 1.0 if verify(gold_parsed, answer_parsed, timeout_seconds=timeout_s) else 0.0
 
@@ -183,11 +185,12 @@ def score_item(item: ItemInput, min_think_chars: int = 300, timeout_s: int = 5) 
     gold = item.gold.strip()
     if not gold:
         return ItemScore(0.0, 0.0, "", Status.GOLD_UNPARSEABLE, "the gold answer is empty; send the reference answer")
-    if gold_letter(gold) is None and not _has_expr(parse_gold(gold, timeout_s)):
+    gold_parsed = None if gold_letter(gold) is not None else parse_gold(gold, timeout_s)
+    if gold_parsed is not None and not _has_expr(gold_parsed):
         return ItemScore(0.0, 0.0, "", Status.GOLD_UNPARSEABLE,
                          f"math-verify cannot parse the gold answer {gold[:80]!r}; fix it in the dataset")
     fmt = format_score(item.response, item.mode, min_think_chars)
     answer = extract_answer(item.response, item.mode)
     if answer is None or not answer:
         return ItemScore(0.0, fmt, "", Status.OK)
-    return ItemScore(accuracy_score(answer, gold, item.options, timeout_s), fmt, answer, Status.OK)
+    return ItemScore(accuracy_score(answer, gold, item.options, timeout_s, gold_parsed), fmt, answer, Status.OK)
