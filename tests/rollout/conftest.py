@@ -37,6 +37,14 @@ def prompt(i: int, tag: str = "train") -> common_pb2.Prompt:
     return common_pb2.Prompt(prompt_id=f"{tag}:0:{i}", messages_json=json.dumps(msgs), answer=str(2 * i), cursor=i)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Two shared cores: one intra-op thread per process avoids spin-waiting threads fighting each other."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from shared.model.io import make_random_tiny
