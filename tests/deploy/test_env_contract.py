@@ -79,3 +79,21 @@ def test_compose_env_loads_into_the_service_settings(component: str, clean_env: 
     env = compose["services"][component]["environment"]
     settings = check(component, env, monkeypatch)
     assert settings.metrics_port == {"reward": 9101, "buffer": 9102, "rollout": 9103, "learner": 9104}[component]
+
+
+@pytest.mark.parametrize("component", ["learner", "rollout"])
+def test_recipe_values_load_as_the_recipe(component: str, clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    envs = chart_envs("--set", "recipe.n_samples=4", "--set", "recipe.advantage=rloo",
+                      "--set", "recipe.adam_betas={0.9,0.99}", "--set", "recipe.freeze_vision=false")
+    recipe = check(component, envs[component], monkeypatch).recipe
+    assert (recipe.n_samples, recipe.advantage, recipe.adam_betas, recipe.freeze_vision) == (4, "rloo", (0.9, 0.99), False)
+
+
+def test_the_charts_recipe_schema_is_the_recipe_model() -> None:
+    import json
+
+    from shared.config import RecipeConfig
+
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["recipe"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(RecipeConfig.model_fields)

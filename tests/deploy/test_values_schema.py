@@ -55,6 +55,8 @@ def test_schema_is_strict_at_the_root_and_in_every_section() -> None:
         (["learner.checkpoints.size=lots"], "learner.checkpoints.size: Does not match pattern"),
         (["reward.resources.limits.memory=plenty"], "reward.resources.limits.memory"),
         (["reward.env.lower_case=1"], "reward.env"),
+        (["recipe.n_sampels=4"], "recipe: Additional property n_sampels is not allowed"),
+        (["recipe.advantage=ppo"], "recipe.advantage: recipe.advantage must be one of the following"),
     ],
 )
 def test_bad_values_fail_with_the_field_named(sets: list[str], message: str) -> None:
