@@ -72,3 +72,12 @@ def test_min_above_max_replicas_fails_with_a_sentence() -> None:
                    "--set", "rollout.autoscaling.minReplicas=9")
     assert out.returncode != 0
     assert "rollout.autoscaling.minReplicas (9) is above maxReplicas (8); set minReplicas <= maxReplicas" in out.stderr
+
+
+def test_schema_file_is_what_the_generator_writes() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("values_schema", CHART.parent / "deploy" / "values_schema.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (CHART / "values.schema.json").read_text() == module.render(), "run `python deploy/values_schema.py`"
