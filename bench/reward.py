@@ -151,7 +151,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=2, help="concurrent gRPC callers (a rollout fleet sends in parallel)")
-    parser.add_argument("--rounds", type=int, default=4, help="baseline and service alternate over this many slices")
+    parser.add_argument("--rounds", type=int, default=8, help="baseline and service alternate over this many slices")
     args = parser.parse_args()
     items = make_items(args.items)
     from services.reward.core import ItemInput, score_item

@@ -23,11 +23,9 @@ class BadRequest(Exception):
 
 
 @dataclass(frozen=True)
-class Item:
-    response: str
-    gold: str
-    mode: str = INSTRUCT
-    options: tuple[str, ...] = ()
+class Item(ItemInput):
+    """An item as the front doors receive it: what is scored, plus the caller's id echoed back."""
+
     item_id: str = ""
 
 
@@ -100,7 +98,7 @@ class RewardVerifier:
     def _verify(self, items: list[Item], format_weight: float | None) -> list[Result]:
         self.check(items, format_weight)
         capped = [self._cap(item) for item in items]
-        to_score = [ItemInput(it.response, it.gold, it.mode, it.options) for it, c in zip(items, capped) if c is None]
+        to_score: list[ItemInput] = [it for it, c in zip(items, capped) if c is None]
         scored = iter(self.pool.verify(to_score) if to_score else [])
         results = []
         for item, cap in zip(items, capped):
