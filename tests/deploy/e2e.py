@@ -13,9 +13,8 @@ from eureka_cli.commands import COMMANDS
 from tests.deploy.helpers import dashboard_exprs, start_eureka, stop_process
 from tests.deploy.prom import prometheus, query
 
-# The services' default metrics ports, which `eureka up` keeps (docs/DEPLOYMENT.md).
-METRICS_PORTS = {"reward": 9101, "buffer": 9102, "rollout": 9103, "learner": 9104}
 RUN_TIMEOUT_S = 900
+STEPS = 8  # the run must still be going when the panels are queried (a stopped target's series go stale)
 MIN_POLICY_VERSION = 2  # a few learner steps: rates, histograms and the version lag all have samples
 
 
@@ -32,10 +31,13 @@ def _has_data(answer: dict) -> bool:
 def run_up_and_query_panels(tmp_path: Path) -> list[str]:
     """Returns "dashboard / panel: expr" for every query that came back empty (or errored)."""
     _up_is_built()
-    targets = {f"eureka-{svc}": [f"127.0.0.1:{port}"] for svc, port in METRICS_PORTS.items()}
-    up = start_eureka(["up"], {"EUREKA_RUN_DIR": str(tmp_path / "run")}, tmp_path / "up.log")
+    run_dir = tmp_path / "run"
+    # `eureka up` writes every metrics endpoint (free ports) to run_dir/prometheus_targets.json (file_sd format).
+    targets = run_dir / "prometheus_targets.json"
+    up = start_eureka(["up", "--run-dir", str(run_dir), "--steps", str(STEPS), "--eval-limit", "8"], {},
+                      tmp_path / "up.log")
     try:
-        with prometheus(tmp_path / "prom", targets) as url:
+        with prometheus(tmp_path / "prom", file_sd=targets) as url:
             deadline = time.monotonic() + RUN_TIMEOUT_S
             while True:
                 version = query(url, "max(eureka_learner_policy_version)")

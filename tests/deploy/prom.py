@@ -28,14 +28,19 @@ def promql(expr: str) -> str:
 
 
 @contextmanager
-def prometheus(workdir: Path, targets: dict[str, list[str]] | None = None, interval: str = "1s") -> Iterator[str]:
-    """Run `prometheus` scraping `targets` ({job: ["host:port", ...]}); yields its base URL."""
+def prometheus(workdir: Path, targets: dict[str, list[str]] | None = None, interval: str = "1s",
+               file_sd: Path | None = None) -> Iterator[str]:
+    """Run `prometheus` scraping `targets` ({job: ["host:port", ...]}) and the targets listed in the `file_sd`
+    JSON file (Prometheus file service discovery, re-read as it changes); yields its base URL."""
     exe = shutil.which("prometheus")
     if exe is None:
         pytest.fail("prometheus is not installed: run `make apt` (it apt-installs the prometheus package)")
     workdir.mkdir(parents=True, exist_ok=True)
     config = {"global": {"scrape_interval": interval, "evaluation_interval": interval},
               "scrape_configs": [{"job_name": job, "static_configs": [{"targets": t}]} for job, t in (targets or {}).items()]}
+    if file_sd is not None:
+        config["scrape_configs"].append({"job_name": "eureka", "file_sd_configs": [
+            {"files": [str(file_sd)], "refresh_interval": "1s"}]})
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     proc = subprocess.Popen(
