@@ -1,0 +1,167 @@
+"""Weight stream throughput: a verified pull (`shared.weights.pull_weights`) vs raw loopback TCP, same bytes, same run.
+
+For a 100 MB and a 1 GB state dict (float32 tensors of 4 MiB), a child process plays the learner: it
+serves the version over the gRPC WeightService, or writes the same safetensors bytes to a plain TCP
+socket. The parent pulls: gRPC chunks with per-chunk CRC32 and SHA-256 of the whole, then the load into
+tensors (what a rollout worker gets), against `recv_into` a preallocated buffer (the ceiling).
+The two paths alternate; medians of the repeats are reported. `ratio` compares the verified byte
+stream with raw TCP (both deliver checked-or-raw bytes); `pull_with_load_ratio` adds the load into tensors. Writes bench/results/weights.json.
+
+    .venv/bin/python bench/weights.py [--sizes-mb 100 1000] [--repeats 3] [--chunk-mb 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.config import GrpcConfig, SecurityConfig  # noqa: E402
+from shared.grpc_client import create_channel, wait_serving  # noqa: E402
+from shared.redis_proc import free_port  # noqa: E402
+
+RESULTS = Path(__file__).with_name("results") / "weights.json"
+TENSOR_ELEMS = 1 << 20  # 4 MiB of float32
+
+
+def make_state_dict(mb: int) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(mb)
+    n = max(1, mb * (1 << 20) // (4 * TENSOR_ELEMS))
+    return {f"layers.{i}.weight": torch.rand(TENSOR_ELEMS, generator=g) for i in range(n)}
+
+
+def serve_grpc(mb: int, port: int, ready) -> None:
+    from shared.grpc_server import GrpcServer
+    from shared.weights import WeightStore, add_weight_service
+
+    store = WeightStore()
+    store.publish(1, make_state_dict(mb))
+    server = GrpcServer(lambda s: add_weight_service(s, store), host="127.0.0.1", port=port, grpc_cfg=GrpcConfig(),
+                        security=SecurityConfig()).start()
+    ready.set()
+    server.wait()
+
+
+def serve_tcp(mb: int, port: int, ready) -> None:
+    from shared.weights import serialize_state_dict
+
+    blob = memoryview(serialize_state_dict(make_state_dict(mb)))
+    with socket.create_server(("127.0.0.1", port)) as srv:
+        ready.set()
+        while True:
+            conn, _ = srv.accept()
+            with conn:
+                conn.sendall(len(blob).to_bytes(8, "little"))
+                conn.sendall(blob)
+
+
+def tcp_pull(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        head = b""
+        while len(head) < 8:
+            head += s.recv(8 - len(head))
+        total = int.from_bytes(head, "little")
+        buf = bytearray(total)
+        view, got = memoryview(buf), 0
+        while got < total:
+            n = s.recv_into(view[got:], total - got)
+            if n == 0:
+                raise ConnectionError("sender closed early")
+            got += n
+        return got
+
+
+def grpc_pull(channel, chunk_bytes: int) -> tuple[int, float, float]:
+    """The two phases of `pull_weights`: stream + verify (bytes), then load into tensors; (bytes, s, s)."""
+    from eureka.v1 import weights_pb2, weights_pb2_grpc
+
+    from shared.weights import _assemble, deserialize_state_dict  # pull_weights' own steps, timed apart
+
+    t = time.perf_counter()
+    stream = weights_pb2_grpc.WeightServiceStub(channel).StreamWeights(
+        weights_pb2.StreamWeightsRequest(min_version=1, chunk_bytes=chunk_bytes), timeout=600)
+    version, blob = _assemble(stream, 1)
+    streamed = time.perf_counter()
+    deserialize_state_dict(blob)
+    assert version == 1
+    return len(blob), streamed - t, time.perf_counter() - streamed
+
+
+def measure(mb: int, repeats: int, chunk_bytes: int) -> dict:
+    ctx = mp.get_context("spawn")
+    gport, tport = free_port(), free_port()
+    ready = [ctx.Event(), ctx.Event()]
+    procs = [ctx.Process(target=serve_grpc, args=(mb, gport, ready[0]), daemon=True),
+             ctx.Process(target=serve_tcp, args=(mb, tport, ready[1]), daemon=True)]
+    for p in procs:
+        p.start()
+    try:
+        for r in ready:
+            if not r.wait(300):
+                raise RuntimeError("a sender did not start in 300 s")
+        channel = create_channel(f"127.0.0.1:{gport}", GrpcConfig(deadline_s=600), SecurityConfig())
+        wait_serving(channel, timeout_s=60)
+        rates: dict[str, list[float]] = {"stream": [], "pull": [], "tcp": []}
+        for i in range(repeats):
+            nbytes, stream_s, load_s = grpc_pull(channel, chunk_bytes)
+            mb_total = nbytes / (1 << 20)
+            rates["stream"].append(mb_total / stream_s)
+            rates["pull"].append(mb_total / (stream_s + load_s))
+            t = time.perf_counter()
+            tcp_pull(tport)
+            rates["tcp"].append(mb_total / (time.perf_counter() - t))
+            print(f"  {mb} MB repeat {i + 1}/{repeats}: weight stream {rates['stream'][-1]:,.0f} MB/s (with load into"
+                  f" tensors {rates['pull'][-1]:,.0f}), raw TCP {rates['tcp'][-1]:,.0f} MB/s", flush=True)
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        return {"state_dict_mb": round(mb_total), "weight_stream_mb_s": round(med["stream"], 1),
+                "raw_tcp_mb_s": round(med["tcp"], 1), "ratio": round(med["stream"] / med["tcp"], 3),
+                "pull_with_load_mb_s": round(med["pull"], 1), "pull_with_load_ratio": round(med["pull"] / med["tcp"], 3),
+                "runs": {k: [round(x, 1) for x in v] for k, v in rates.items()}}
+    finally:
+        for p in procs:
+            p.kill()
+            p.join()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes-mb", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk-mb", type=int, default=0, help="chunk size asked for (0 = server default, as rollout)")
+    args = parser.parse_args()
+    results = []
+    for mb in args.sizes_mb:
+        print(f"state dict of {mb} MB: starting the senders", flush=True)
+        results.append(measure(mb, args.repeats, args.chunk_mb << 20))
+        r = results[-1]
+        print(f"{mb} MB: weight stream {r['weight_stream_mb_s']:,.0f} MB/s, raw TCP {r['raw_tcp_mb_s']:,.0f} MB/s,"
+              f" ratio {r['ratio']:.2f}", flush=True)
+    out = {
+        "ratio": min(r["ratio"] for r in results),
+        "target_ratio": 0.5,
+        "sizes": results,
+        "chunk_bytes": args.chunk_mb << 20,
+        "what": "weight stream = gRPC chunks + per-chunk CRC32 + offsets + SHA-256 of the whole (bytes verified);"
+                " pull_with_load adds the safetensors load into tensors; baseline = recv_into over loopback TCP",
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"ratio (worst size) {out['ratio']:.2f} (target >= 0.5); wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
