@@ -25,5 +25,11 @@ COMMANDS: list[Command] = [
             "services.learner.config:LearnerConfig", "services.learner.main:main", "learner"),
     Command(("autoscaler", "run"), "run the built-in rollout autoscaler (scales the rollout Deployment on the backlog)",
             "services.autoscaler.config:AutoscalerConfig", "services.autoscaler.server:main", "autoscaler"),
+    Command(("data", "make-synthetic"), "write the small world's synthetic visual math (train + held-out JSONL, images)",
+            "shared.model.cli:SyntheticSettings", "shared.model.cli:make_synthetic", "data"),
+    Command(("make-base",), "pretrain the tiny Qwen2.5-VL base on the small world (cached by recipe)",
+            "shared.model.cli:MakeBaseSettings", "shared.model.cli:make_base", "make_base"),
+    Command(("eval",), "accuracy, format rate and length per task family of a model on a JSONL set",
+            "shared.model.evaluate:EvalSettings", "shared.model.evaluate:main", "eval"),
     Command(("up",), "start redis and every service locally and train on the small world", None, None, "up"),
 ]

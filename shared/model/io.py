@@ -17,7 +17,7 @@ _DTYPES = ("float32", "bfloat16", "float16")
 # The tiny architecture shared by make_random_tiny and the tiny base (make-base).
 TINY_TEXT = dict(
     hidden_size=128,
-    intermediate_size=512,
+    intermediate_size=256,
     num_hidden_layers=4,
     num_attention_heads=4,
     num_key_value_heads=2,
@@ -33,7 +33,7 @@ TINY_VISION = dict(
     patch_size=14,
     spatial_merge_size=2,
     temporal_patch_size=2,
-    window_size=56,
+    window_size=112,
     fullatt_block_indexes=[1],
 )
 
@@ -111,7 +111,7 @@ def _token_id(tokenizer: Any, token: str) -> int:
 
 
 def tiny_config(tokenizer: Any) -> Any:
-    """The tiny Qwen2.5-VL config over the project tokenizer (about 1.4M parameters)."""
+    """The tiny Qwen2.5-VL config over the project tokenizer (about 1.3M parameters)."""
     from transformers import Qwen2_5_VLConfig
 
     from shared.model.tokenizer import VOCAB_SIZE

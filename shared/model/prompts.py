@@ -67,17 +67,20 @@ def _parts(content: str | list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def render_chat(messages: list[dict[str, Any]], image_tokens: list[int], mode: str = "instruct") -> str:
+def render_chat(
+    messages: list[dict[str, Any]], image_tokens: list[int], mode: str = "instruct", add_system: bool = True
+) -> str:
     """Qwen2-VL chat text ending with the assistant header; image k gets image_tokens[k] pad tokens.
 
     Instruct mode adds INSTRUCT_SYSTEM_PROMPT unless the chat has its own system message; pretrained
-    mode appends PRETRAINED_PROMPT_SUFFIX to the last user message. Images in the chat take the
+    mode appends PRETRAINED_PROMPT_SUFFIX to the last user message; `add_system=False` leaves the
+    system prompt out (the base-model corpus renders plain chats this way). Images in the chat take the
     images in order; images without a chat part go in front of the first user message.
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is unknown; use one of {', '.join(MODES)}")
     msgs = [{"role": m["role"], "parts": _parts(m["content"])} for m in messages]
-    if mode == "instruct" and msgs[0]["role"] != "system":
+    if mode == "instruct" and add_system and msgs[0]["role"] != "system":
         msgs.insert(0, {"role": "system", "parts": [{"type": "text", "text": INSTRUCT_SYSTEM_PROMPT}]})
     users = [m for m in msgs if m["role"] == "user"]
     if not users:

@@ -1,0 +1,196 @@
+"""`eureka eval`: accuracy, format rate and response length per task family, scored by the reward service.
+
+There is one verifier: the reward service (`eureka reward serve`), called over gRPC. Without
+`--reward-target` the eval starts one as a subprocess on free ports and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from shared.config import EurekaSettings
+
+
+class EvalSettings(EurekaSettings):
+    """Settings of `eureka eval`."""
+
+    model: Path | None = Field(None, description="checkpoint directory (default: the cached tiny base)")
+    data: Path = Field(..., description="MM-Eureka JSONL file (e.g. heldout.jsonl from `eureka data make-synthetic`)")
+    samples: int = Field(1, ge=1, le=64, description="responses per prompt (sampled); 1 with --greedy")
+    greedy: bool = Field(False, description="greedy decoding, one response per prompt")
+    temperature: float = Field(1.0, gt=0)
+    mode: Literal["instruct", "pretrained"] = "instruct"
+    max_new_tokens: int = Field(96, ge=1)
+    limit: int = Field(0, ge=0, description="evaluate only the first N records (0 = all)")
+    seed: int = Field(0, ge=0)
+    out: Path | None = Field(None, description="also write the JSON report here")
+    reward_target: str = Field("", description="host:port of a running reward service (empty: start one)")
+    threads: int = Field(1, ge=1, description="torch CPU threads")
+
+
+@contextlib.contextmanager
+def reward_channel(target: str = "") -> Iterator[Any]:
+    """A gRPC channel to the reward service: `target`, or a subprocess `eureka reward serve` on free ports."""
+    from shared.config import GrpcConfig, SecurityConfig
+    from shared.grpc_client import create_channel, wait_serving
+    from shared.redis_proc import free_port
+
+    proc = None
+    if not target:
+        port = free_port()
+        cmd = [sys.executable, "-m", "eureka_cli", "reward", "serve", "--grpc-port", str(port),
+               "--http-port", str(free_port()), "--metrics-port", "0", "--workers", "1"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        target = f"127.0.0.1:{port}"
+    channel = create_channel(target, GrpcConfig(), SecurityConfig())
+    try:
+        try:
+            wait_serving(channel, timeout_s=60.0)
+        except TimeoutError as e:
+            detail = proc.stderr.read().decode(errors="replace")[-2000:] if proc and proc.poll() is not None else ""
+            raise RuntimeError(f"reward service at {target} did not start serving: {e} {detail}") from e
+        yield channel
+    finally:
+        channel.close()
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def generate(model: Any, tokenizer: Any, inputs: Any, k: int, greedy: bool, temperature: float, max_new_tokens: int) -> list[list[int]]:
+    """k responses (token ids, stop token removed) for one prompt."""
+    import torch
+
+    from shared.model.io import generation_stop_ids, suppressed_token_ids
+
+    ids = torch.tensor([inputs.input_ids] * k)
+    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if inputs.pixel_values is not None:
+        kwargs["pixel_values"] = inputs.pixel_values.repeat(k, 1)
+        kwargs["image_grid_thw"] = inputs.image_grid_thw.repeat(k, 1)
+    sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+    stops = generation_stop_ids(tokenizer)
+    with torch.no_grad():
+        out = model.generate(**kwargs, **sampling, max_new_tokens=max_new_tokens, eos_token_id=stops,
+                             pad_token_id=tokenizer.pad_token_id, suppress_tokens=suppressed_token_ids(tokenizer))
+    responses = []
+    for row in out[:, len(inputs.input_ids):].tolist():
+        cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+        responses.append(row[:cut])
+    return responses
+
+
+def score(channel: Any, items: list[tuple[str, str]], mode: str) -> list[Any]:
+    """VerifyResults for (response text, gold) pairs."""
+    from eureka.v1 import reward_pb2, reward_pb2_grpc
+
+    stub = reward_pb2_grpc.RewardServiceStub(channel)
+    m = reward_pb2.REWARD_MODE_INSTRUCT if mode == "instruct" else reward_pb2.REWARD_MODE_PRETRAINED
+    out = []
+    for start in range(0, len(items), 256):
+        chunk = items[start : start + 256]
+        req = reward_pb2.VerifyRequest(items=[reward_pb2.VerifyItem(response=r, gold=g, mode=m, item_id=str(start + i))
+                                              for i, (r, g) in enumerate(chunk)])
+        out.extend(stub.Verify(req, timeout=120).results)
+    return out
+
+
+def summarize(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
+    """Per-family and overall accuracy, format rate, mean length, reflection rate and group signal."""
+    from shared.reflection import reflection_rate
+
+    def stats(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        groups: dict[str, list[float]] = defaultdict(list)
+        for r in rs:
+            groups[r["id"]].append(r["accuracy"])
+        s = {
+            "prompts": len(groups),
+            "responses": len(rs),
+            "accuracy": sum(r["accuracy"] for r in rs) / len(rs),
+            "format": sum(r["format"] for r in rs) / len(rs),
+            "mean_length": sum(r["length"] for r in rs) / len(rs),
+            "reflection_rate": reflection_rate([r["text"] for r in rs]),
+        }
+        if samples > 1:
+            means = [sum(v) / len(v) for v in groups.values()]
+            s["group_signal"] = sum(0.1 <= m <= 0.9 for m in means) / len(means)
+        return s
+
+    families: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        families[r["task"]].append(r)
+    return {"overall": stats(rows), "families": {k: stats(v) for k, v in sorted(families.items())}}
+
+
+def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
+    """Generate for each record, score with the reward service, and summarize."""
+    import torch
+    from tqdm import tqdm
+
+    from shared.dataset import read_jsonl, record_to_prompt
+    from shared.model.cache import ensure_base_model
+    from shared.model.io import load_model, load_tokenizer
+    from shared.model.prompts import build_prompt_inputs
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model_dir = cfg.model or ensure_base_model()
+    model, tok = load_model(model_dir), load_tokenizer(model_dir)
+    data = read_jsonl(cfg.data)
+    records = data.records[: cfg.limit] if cfg.limit else data.records
+    if not records:
+        raise ValueError(f"{cfg.data} has no usable records ({len(data.skipped)} skipped)")
+    k = 1 if cfg.greedy else cfg.samples
+    start = time.monotonic()
+    generated = []
+    for i, rec in enumerate(tqdm(records, desc="eval", unit="prompt", disable=not progress)):
+        inputs = build_prompt_inputs(record_to_prompt(rec, f"eval:{i}", i), tok, cfg.mode)
+        for ids in generate(model, tok, inputs, k, cfg.greedy, cfg.temperature, cfg.max_new_tokens):
+            generated.append((rec, ids, tok.decode(ids, skip_special_tokens=True)))
+    with reward_channel(cfg.reward_target) as channel:
+        results = score(channel, [(text, rec.answer) for rec, _, text in generated], cfg.mode)
+    rows = [
+        {"id": rec.id, "task": rec.task, "accuracy": res.accuracy, "format": res.format, "length": len(ids), "text": text}
+        for (rec, ids, text), res in zip(generated, results)
+    ]
+    report = summarize(rows, k)
+    report["settings"] = {"model": str(model_dir), "data": str(cfg.data), "samples": k, "greedy": cfg.greedy,
+                          "temperature": cfg.temperature, "mode": cfg.mode, "skipped_lines": len(data.skipped)}
+    report["seconds"] = round(time.monotonic() - start, 1)
+    report["examples"] = [r["text"] for r in rows[:5]]
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as a fixed-width table."""
+    cols = ["prompts", "accuracy", "format", "mean_length", "reflection_rate", "group_signal"]
+    lines = [f"{'family':<14}" + "".join(f"{c:>16}" for c in cols)]
+    for name, s in [*report["families"].items(), ("overall", report["overall"])]:
+        cells = [f"{s[c]:>16.3f}" if isinstance(s.get(c), float) else f"{s.get(c, '-'):>16}" for c in cols]
+        lines.append(f"{name:<14}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def main(cfg: EvalSettings) -> int:
+    report = evaluate(cfg)
+    text = json.dumps(report, indent=2)
+    print(text)
+    print(table(report))
+    if cfg.out:
+        cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        cfg.out.write_text(text + "\n")
+    return 0

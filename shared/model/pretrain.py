@@ -1,0 +1,126 @@
+"""`eureka make-base`: pretrain the tiny Qwen2.5-VL on the small world's corpus for a few CPU minutes.
+
+Documents are generated on the fly (deterministic by seed), loss on the response tokens only, the
+vision tower trained too. The result is a normal HF checkpoint directory with `recipe.sha256`, so a
+changed recipe rebuilds the cache (shared/model/cache.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from shared.config import StrictModel
+from shared.model.corpus import CorpusMix
+
+CORPUS_VERSION = 1  # bump when corpus.py or synthetic.py change what documents look like
+
+
+class BaseRecipe(StrictModel):
+    """How the tiny base is built (its digest keys the cache)."""
+
+    seed: int = Field(0, ge=0)
+    steps: int = Field(450, ge=1, description="optimizer steps")
+    batch_size: int = Field(16, ge=1, description="documents per step")
+    lr: float = Field(4e-3, gt=0)
+    warmup_steps: int = Field(30, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    # One thread by default: on a shared 2-core machine OpenMP spin-waits make 2 threads several times slower.
+    threads: int = Field(1, ge=1, description="torch CPU threads (not part of the digest)")
+
+    def digest(self) -> str:
+        from shared.model.tokenizer import TABLE
+
+        blob = json.dumps(
+            {
+                "recipe": self.model_dump(exclude={"threads"}),
+                "mix": asdict(CorpusMix()),
+                "corpus": CORPUS_VERSION,
+                "tokenizer": hashlib.sha256(TABLE.read_bytes()).hexdigest(),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def make_batch(problems: list[Any], rng: random.Random, tokenizer: Any, mix: CorpusMix) -> dict[str, Any]:
+    """Model kwargs with labels (-100 on prompt and padding) for a list of problems."""
+    import torch
+
+    from shared.model.corpus import choose_style, render_document
+    from shared.model.images import image_token_count, preprocess_images
+
+    pixel_values, grid = preprocess_images([p.image for p in problems])
+    counts = image_token_count(grid)
+    rows = []
+    style = choose_style(rng, mix)
+    for p, n in zip(problems, counts):
+        prompt, response = render_document(p, rng, n, mix, style)
+        rows.append((tokenizer(prompt, add_special_tokens=False)["input_ids"], tokenizer(response, add_special_tokens=False)["input_ids"]))
+    width = max(len(a) + len(b) for a, b in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (a, b) in enumerate(rows):
+        ids[i, : len(a) + len(b)] = torch.tensor(a + b)
+        labels[i, len(a) : len(a) + len(b)] = torch.tensor(b)
+        mask[i, : len(a) + len(b)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixel_values, "image_grid_thw": grid}
+
+
+def build_base(recipe: BaseRecipe, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Train and save the tiny base to `out` (atomically: a temp dir renamed at the end); returns stats."""
+    import math
+
+    import torch
+    from tqdm import tqdm
+
+    from shared.model.cache import RECIPE_FILE
+    from shared.model.io import new_tiny_model, save_model
+    from shared.model.synthetic import make_problem
+
+    torch.set_num_threads(recipe.threads)
+    torch.manual_seed(recipe.seed)
+    rng = random.Random(f"corpus:{recipe.seed}")
+    mix = CorpusMix()
+    model, tok = new_tiny_model(recipe.seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < recipe.warmup_steps:
+            return recipe.lr * (step + 1) / recipe.warmup_steps
+        frac = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+        return recipe.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    start, ema = time.monotonic(), None
+    bar = tqdm(range(recipe.steps), desc="make-base", unit="step", disable=not progress)
+    for step in bar:
+        batch = make_batch([make_problem(rng) for _ in range(recipe.batch_size)], rng, tok, mix)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        loss = model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}")
+    model.eval()
+    stats = {"steps": recipe.steps, "final_loss_ema": ema, "train_seconds": round(time.monotonic() - start, 1)}
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tok, tmp)
+    (tmp / "base_info.json").write_text(json.dumps({"recipe": recipe.model_dump(), **stats}, indent=2))
+    (tmp / RECIPE_FILE).write_text(recipe.digest())
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return stats

@@ -1,0 +1,193 @@
+"""The small world: synthetic visual math problems drawn with Pillow, with exact answers.
+
+Families: `count` (shapes of a colour), `add` and `compare` (the two numbers drawn), `bar` (read a
+bar chart), `angle` (a drawn angle on a straight line or in a right angle); any problem may become a
+multiple-choice variant (`<family>_mc`, gold answer a letter). Images are 112x112: a 4x4 grid of
+28-pixel cells, one object per cell, so each merged vision token of Qwen2.5-VL sees one object.
+Everything is deterministic by seed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+SIZE = 112
+CELL = 28
+GRID = SIZE // CELL
+COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (30, 160, 60), "yellow": (230, 200, 20)}
+SHAPES = ("circle", "square", "triangle")
+FAMILIES = ("count", "add", "compare", "bar", "angle")
+LETTERS = "ABCD"
+MC_SHARE = 0.25
+
+
+@dataclass
+class Problem:
+    task: str  # family, or "<family>_mc" for a multiple-choice variant
+    question: str
+    answer: str  # gold: a number, or a letter for multiple choice
+    image: Image.Image
+    steps: list[str] = field(default_factory=list)  # the worked solution, one short sentence each
+    value: str = ""  # the value the steps arrive at (== answer unless multiple choice)
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _cell_box(k: int, pad: int = 4) -> tuple[int, int, int, int]:
+    r, c = divmod(k, GRID)
+    return c * CELL + pad, r * CELL + pad, (c + 1) * CELL - pad, (r + 1) * CELL - pad
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, k: int, shape: str, colour: str) -> None:
+    x0, y0, x1, y1 = _cell_box(k)
+    fill = COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse((x0, y0, x1, y1), fill=fill)
+    elif shape == "square":
+        draw.rectangle((x0 + 1, y0 + 1, x1 - 1, y1 - 1), fill=fill)
+    else:
+        draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=fill)
+
+
+def _count(rng: random.Random) -> Problem:
+    colour = rng.choice(list(COLOURS))
+    n = rng.randint(1, 6)
+    others = rng.randint(1, 10 - n)
+    cells = sorted(rng.sample(range(GRID * GRID), n + others))
+    targets = set(rng.sample(cells, n))
+    img = Image.new("RGB", (SIZE, SIZE), "white")
+    draw = ImageDraw.Draw(img)
+    names = []
+    for k in cells:
+        shape = rng.choice(SHAPES)
+        c = colour if k in targets else rng.choice([x for x in COLOURS if x != colour])
+        _draw_shape(draw, k, shape, c)
+        if k in targets:
+            names.append(shape)
+    steps = [f"The {colour} shapes: {', '.join(names)}.", f"That is {n}."]
+    return Problem("count", f"How many {colour} shapes are there?", str(n), img, steps, str(n))
+
+
+def _two_numbers(rng: random.Random, distinct: bool) -> tuple[Image.Image, int, int]:
+    a = rng.randint(1, 9)
+    b = rng.choice([x for x in range(1, 10) if x != a]) if distinct else rng.randint(1, 9)
+    k1, k2 = sorted(rng.sample(range(GRID * GRID), 2))
+    img = Image.new("RGB", (SIZE, SIZE), "white")
+    draw = ImageDraw.Draw(img)
+    for k, v in ((k1, a), (k2, b)):
+        x0, y0, x1, y1 = _cell_box(k, pad=0)
+        draw.text(((x0 + x1) // 2, (y0 + y1) // 2), str(v), font=_font(24), fill="black", anchor="mm")
+    return img, a, b
+
+
+def _add(rng: random.Random) -> Problem:
+    img, a, b = _two_numbers(rng, distinct=False)
+    steps = [f"The numbers are {a} and {b}.", f"{a} + {b} = {a + b}."]
+    return Problem("add", "What is the sum of the two numbers?", str(a + b), img, steps, str(a + b))
+
+
+def _compare(rng: random.Random) -> Problem:
+    img, a, b = _two_numbers(rng, distinct=True)
+    steps = [f"The numbers are {a} and {b}.", f"{max(a, b)} is larger."]
+    return Problem("compare", "Which number is larger?", str(max(a, b)), img, steps, str(max(a, b)))
+
+
+def _bar(rng: random.Random) -> Problem:
+    values = [rng.randint(1, 8) for _ in LETTERS]
+    img = Image.new("RGB", (SIZE, SIZE), "white")
+    draw = ImageDraw.Draw(img)
+    unit = SIZE // 8
+    for i, v in enumerate(values):
+        draw.rectangle((i * CELL + 4, SIZE - v * unit, (i + 1) * CELL - 5, SIZE - 1), fill=(60, 110, 200))
+    if rng.random() < 0.5 and values.count(max(values)) == 1:
+        top = LETTERS[values.index(max(values))]
+        steps = [f"The bars are {', '.join(map(str, values))}.", f"The tallest is {top}."]
+        return Problem("bar", "Bars A-D go left to right. Which bar is the tallest?", top, img, steps, top)
+    i = rng.randrange(len(LETTERS))
+    steps = [f"Bar {LETTERS[i]} reaches {values[i]}."]
+    q = f"Bars A-D go left to right. What is the value of bar {LETTERS[i]}?"
+    return Problem("bar", q, str(values[i]), img, steps, str(values[i]))
+
+
+def _angle(rng: random.Random) -> Problem:
+    import math
+
+    right = rng.random() < 0.4
+    total = 90 if right else 180
+    x = rng.randrange(10, total, 10)
+    img = Image.new("RGB", (SIZE, SIZE), "white")
+    draw = ImageDraw.Draw(img)
+    o = (SIZE // 2, SIZE - 24)
+    length = 46
+    draw.line((o[0] - length, o[1], o[0], o[1]), fill="black", width=2)  # OA, to the left
+    c_end = (o[0], o[1] - length) if right else (o[0] + length, o[1])
+    draw.line((*o, *c_end), fill="black", width=2)
+    t = math.radians(180 - x)  # OB is x degrees away from OA
+    b_end = (o[0] + length * math.cos(t), o[1] - length * math.sin(t))
+    draw.line((*o, *b_end), fill=(200, 30, 30), width=2)
+    font = _font(11)
+    for label, (px, py) in (("A", (o[0] - length - 8, o[1] - 6)), ("O", (o[0] - 3, o[1] + 4)), ("B", b_end), ("C", c_end)):
+        draw.text((px, py - 10 if label in "BC" else py), label, font=font, fill="black")
+    if right:
+        q = f"Angle AOC is a right angle and angle AOB is {x}°. Find angle BOC."
+        steps = [f"AOB + BOC = 90°.", f"90 - {x} = {90 - x}."]
+    else:
+        q = f"AOC is a straight line and angle AOB is {x}°. Find angle BOC."
+        steps = [f"AOB + BOC = 180°.", f"180 - {x} = {180 - x}."]
+    return Problem("angle", q, str(total - x), img, steps, str(total - x))
+
+
+_MAKERS = {"count": _count, "add": _add, "compare": _compare, "bar": _bar, "angle": _angle}
+
+
+def _distractors(rng: random.Random, value: str) -> list[str]:
+    if value in LETTERS:
+        return [x for x in LETTERS if x != value][:3]
+    v = int(value)
+    step = 10 if v >= 20 and v % 10 == 0 else 1
+    pool = [v + step * d for d in (-3, -2, -1, 1, 2, 3) if v + step * d >= 0]
+    return rng.sample(pool, 3)
+
+
+def _as_choice(rng: random.Random, p: Problem) -> Problem:
+    options = _distractors(rng, p.value) + [p.value]
+    rng.shuffle(options)
+    letter = LETTERS[options.index(p.value)]
+    listing = " ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+    steps = p.steps + [f"So the choice is {letter}."]
+    return Problem(f"{p.task}_mc", f"{p.question}\nChoices: {listing}", letter, p.image, steps, p.value)
+
+
+def make_problem(rng: random.Random, family: str | None = None, mc: bool | None = None) -> Problem:
+    """One problem; a random family and multiple-choice coin unless given."""
+    p = _MAKERS[family or rng.choice(FAMILIES)](rng)
+    if mc if mc is not None else rng.random() < MC_SHARE:
+        p = _as_choice(rng, p)
+    return p
+
+
+def problem_messages(p: Problem, image_ref: str) -> list[dict]:
+    """The MM-Eureka chat of a problem: one user turn with the image then the question."""
+    return [{"role": "user", "content": [{"type": "image", "image": image_ref}, {"type": "text", "text": p.question}]}]
+
+
+def write_split(out: Path, split: str, n: int, seed: int) -> Path:
+    """Write `<out>/<split>.jsonl` and its images under `<out>/images/`; returns the JSONL path."""
+    rng = random.Random(f"{split}:{seed}")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    path = out / f"{split}.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            p = make_problem(rng)
+            rel = f"images/{split}-{i:06d}.png"
+            p.image.save(out / rel, format="PNG", optimize=False)
+            record = {"id": f"{split}-{i}", "message": json.dumps(problem_messages(p, rel)), "answer": p.answer, "task": p.task}
+            f.write(json.dumps(record) + "\n")
+    return path
