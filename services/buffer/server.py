@@ -167,7 +167,8 @@ def main(cfg: BufferConfig) -> int:
         server.start()
         log.info("buffer serving", port=server.port, redis=_where(cfg.redis.url), lease_s=cfg.lease_s,
                  max_backlog=cfg.max_backlog, embedded_redis=embedded is not None)
-        stop.wait()
+        while not stop.wait(0.5):  # a timed wait: the main thread must wake to run the SIGTERM handler
+            pass
         server.stop()
         log.info("buffer stopped")
         return 0
