@@ -86,7 +86,7 @@ class GrpcConfig(StrictModel):
 
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="cap on any single message")
     deadline_s: float = Field(30.0, gt=0, description="default deadline of every RPC")
-    retries: int = Field(4, ge=1, le=5, description="attempts for UNAVAILABLE (gRPC retry policy, max 5)")
+    retries: int = Field(4, ge=2, le=5, description="attempts for UNAVAILABLE (gRPC retry policy, max 5)")
     workers: int = Field(16, ge=1, description="server thread pool size")
     grace_s: float = Field(10.0, ge=0, description="time in-flight calls get on SIGTERM")
 

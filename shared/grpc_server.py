@@ -177,3 +177,9 @@ def stop_event_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, _set)
     signal.signal(signal.SIGINT, _set)
     return stop
+
+
+def wait_until_stopped(stop: threading.Event, poll_s: float = 0.5) -> None:
+    """Block the main thread until `stop` is set; timed waits let the SIGTERM handler run promptly."""
+    while not stop.wait(poll_s):
+        pass

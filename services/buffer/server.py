@@ -14,7 +14,7 @@ from eureka.v1 import buffer_pb2, buffer_pb2_grpc
 from services.buffer.config import BufferConfig
 from services.buffer.core import COUNTERS, Buffer
 from shared import metrics
-from shared.grpc_server import GrpcServer, ServiceError, map_errors, stop_event_on_signals
+from shared.grpc_server import GrpcServer, ServiceError, map_errors, stop_event_on_signals, wait_until_stopped
 from shared.logs import get_logger, setup_logging
 
 log = get_logger("buffer")
@@ -167,8 +167,7 @@ def main(cfg: BufferConfig) -> int:
         server.start()
         log.info("buffer serving", port=server.port, redis=_where(cfg.redis.url), lease_s=cfg.lease_s,
                  max_backlog=cfg.max_backlog, embedded_redis=embedded is not None)
-        while not stop.wait(0.5):  # a timed wait: the main thread must wake to run the SIGTERM handler
-            pass
+        wait_until_stopped(stop)
         server.stop()
         log.info("buffer stopped")
         return 0
