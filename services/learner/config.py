@@ -27,7 +27,7 @@ class LearnerConfig(ServiceSettings):
     metrics_port: int = Field(9104, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
-    world_size: int = Field(1, ge=1, description="learner processes (torchrun is started for more than one)")
+    world_size: int = Field(1, ge=1, description="learner processes: started on this node, or set by torchrun")
     total_steps: int = Field(200, ge=1, description="optimizer steps (= policy versions) to train")
     checkpoint_every: int = Field(10, ge=1, description="checkpoint (and ack) every this many steps; the last step always")
     train_batch_groups: int | None = Field(None, ge=1, description="groups per step (None = recipe.rollout_batch_prompts)")

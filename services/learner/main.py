@@ -1,6 +1,6 @@
 """`eureka learner run`: the training driver, top to bottom.
 
-Every process (one per rank, started by torchrun when world_size > 1) builds the DeepSpeed engine;
+Every process (one per rank: started here when world_size > 1, or by torchrun) builds the DeepSpeed engine;
 rank 0 alone talks to the buffer, serves the weights and writes the run dir, and broadcasts each
 batch to the others. One loop iteration: sample a full batch at version v, each rank trains its
 share, publish v+1, and every `checkpoint_every` steps: DeepSpeed checkpoint (fsync'd), commit the
@@ -57,7 +57,8 @@ def _refusal(cfg: LearnerConfig) -> str:
 
 
 def _launch(cfg: LearnerConfig) -> int:
-    """Start torchrun with world_size copies of this module; settings travel in the environment."""
+    """Start world_size local processes of this module (what torchrun does for one node, without its agent:
+    SIGTERM reaches every rank, rank 0 checkpoints and they exit 0 together). Settings travel in the env."""
     from services.learner.engine import free_port
 
     env = os.environ.copy()
@@ -68,17 +69,35 @@ def _launch(cfg: LearnerConfig) -> int:
     for name in ("tls_cert", "tls_key", "tls_ca"):
         if getattr(sec, name) is not None:
             env[f"EUREKA_SECURITY__{name.upper()}"] = str(getattr(sec, name))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(cfg.world_size),
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "services.learner.main"]
-    log.info("starting learner processes", world_size=cfg.world_size)
-    proc = subprocess.Popen(cmd, env=env)
+    env.update(WORLD_SIZE=str(cfg.world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "services.learner.main"], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+        for r in range(cfg.world_size)
+    ]
+    log.info("learner processes started", world_size=cfg.world_size, pids=[p.pid for p in procs])
 
     def forward(signum: int, frame: object) -> None:
-        proc.send_signal(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    return proc.wait()
+    while True:  # one rank failing fails the run: stop the others rather than leave them waiting on it
+        codes = [p.poll() for p in procs]
+        failed = [c for c in codes if c not in (None, 0)]
+        if failed:
+            log.error("a learner process failed, stopping the others", codes=codes)
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+            for p in procs:
+                p.wait()
+            return failed[0]
+        if all(c == 0 for c in codes):
+            return 0
+        time.sleep(0.5)
 
 
 @dataclass
@@ -98,7 +117,7 @@ def run(cfg: LearnerConfig) -> int:
     from deepspeed.utils import logger as ds_logger
 
     from services.learner.engine import build_engine, init_distributed
-    from shared.grpc_server import stop_event_on_signals
+    from shared.grpc_server import stop_event_on_signals, wait_until_stopped
 
     ds_logger.setLevel(logging.WARNING)
     stop = stop_event_on_signals()
@@ -161,7 +180,7 @@ def _hold(stop: Any, control: Any) -> None:
     import torch.distributed as dist
 
     if dist.get_rank() == 0:
-        stop.wait()
+        wait_until_stopped(stop)
     dist.broadcast_object_list([None], src=0, group=control)
 
 
@@ -291,7 +310,7 @@ def _checkpoint(cfg: LearnerConfig, eng: Any, r0: Rank0 | None, step: int, contr
 
 
 def _child() -> int:
-    """Entry of each torchrun process: the settings come from the launcher's environment."""
+    """Entry of each process `_launch` starts: the settings come from its environment."""
     settings = LearnerConfig(**json.loads(os.environ[SETTINGS_ENV]))
     setup_logging("learner")
     return run(settings)

@@ -167,16 +167,19 @@ class Producer:
         grpc_cfg = GrpcConfig(deadline_s=10, retries=2)
         buffer = buffer_pb2_grpc.BufferServiceStub(create_channel(self.buffer_address, grpc_cfg, SecurityConfig()))
         wchan = create_channel(self.weights_address, grpc_cfg, SecurityConfig())
-        weights = weights_pb2_grpc.WeightServiceStub(wchan)
         version: int | None = None
         while not self.stop.is_set():
             try:  # the learner may be down (fault tests): keep the weights we have
-                published = weights.GetVersion(weights_pb2.GetVersionRequest(), timeout=2).policy_version
+                stub = weights_pb2_grpc.WeightServiceStub(wchan)
+                published = stub.GetVersion(weights_pb2.GetVersionRequest(), timeout=2).policy_version
                 if version is None or published != version:  # a restarted learner may publish an older version
                     version, sd = pull_weights(wchan, min_version=0, timeout_s=10)
                     model.load_state_dict(sd)
                     self.versions_seen.append(version)
             except (grpc.RpcError, WeightPullError):
+                # A fresh channel, so a restarted learner is seen at once (not after gRPC's reconnect backoff).
+                wchan.close()
+                wchan = create_channel(self.weights_address, grpc_cfg, SecurityConfig())
                 if version is None:
                     time.sleep(0.2)
                     continue

@@ -28,9 +28,12 @@ def _check_exactly_once(world, learner, producer, steps: int, batch: int = 4) ->
     assert set(trained) | set(dropped) <= produced
     stats = world.buffer.stats()
     assert stats.groups_acked_total == len(trained)
-    assert stats.groups_filtered_total + stats.groups_stale_total == len(dropped)
-    # what was produced and neither trained nor dropped is still in the buffer
-    assert len(produced - set(trained) - set(dropped)) == stats.groups_ready + stats.groups_pending
+    # Every produced group is trained once, dropped by the buffer (filter or staleness), or still in it.
+    # (The buffer also drops groups during SampleGroups calls that end in DEADLINE_EXCEEDED: it counts
+    # them but cannot report their ids, so the learner's dropped log is a subset of its count.)
+    dropped_total = stats.groups_filtered_total + stats.groups_stale_total
+    assert len(set(dropped)) <= dropped_total
+    assert len(produced) == len(trained) + dropped_total + stats.groups_ready + stats.groups_pending
 
 
 def _finish(world, learner, producer, steps: int) -> None:
