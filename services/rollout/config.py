@@ -15,7 +15,6 @@ class VllmConfig(StrictModel):
 
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="share of GPU memory vLLM may take")
     max_model_len: int | None = Field(None, ge=1, description="context length; default max_prompt + max_response")
-    tensor_parallel_size: int = Field(1, ge=1)
     enforce_eager: bool = Field(False, description="skip CUDA graphs (faster start, slower decode)")
 
 

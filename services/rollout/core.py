@@ -17,7 +17,7 @@ import grpc
 from eureka.v1 import buffer_pb2, buffer_pb2_grpc, reward_pb2, reward_pb2_grpc, rollout_pb2
 
 from services.rollout import metrics
-from services.rollout.backends.base import Backend, Completion, GenerationAborted, SamplingSpec
+from services.rollout.backends.base import Backend, Completion, GenerationAborted, GenRequest, SamplingSpec
 from services.rollout.config import RolloutConfig
 from services.rollout.weights import WeightSync
 from shared.logs import get_logger
@@ -71,6 +71,7 @@ class Worker:
         self.held: dict[str, buffer_pb2.ClaimedPrompt] = {}
         self.groups_done = 0
         self.released_total = 0
+        self.failed = False
         self.tokens_per_second = 0.0
 
     # ---- control (any thread) ----
@@ -111,6 +112,9 @@ class Worker:
                     self._batch(claimed)
                 else:
                     self.weights.refresh()  # idle: be on the newest version before the next claim
+        except Exception:  # a backend failure (CUDA OOM, a broken checkpoint): release, stop, exit non-zero
+            self.failed = True
+            log.exception("worker failed", worker_id=self.worker_id, policy_version=self.weights.version)
         finally:
             self._release(list(self.held), "drain")
             self.state = rollout_pb2.WORKER_STATE_STOPPED
@@ -161,7 +165,7 @@ class Worker:
         version = self.weights.version or 0
         start = time.monotonic()
         try:
-            completions = self.backend.generate([j.inputs for j in jobs], self.spec, self.abort)
+            completions = self.backend.generate([GenRequest(j.claimed.prompt, j.inputs) for j in jobs], self.spec, self.abort)
         except GenerationAborted:
             self._release([j.claimed.claim_id for j in jobs], "drain")
             return

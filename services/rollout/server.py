@@ -98,5 +98,5 @@ def main(cfg: RolloutConfig) -> int:
     if abort_timer is not None:
         abort_timer.cancel()
     server.stop(grace=1.0)
-    log.info("rollout exited", worker_id=worker.worker_id, groups_done=worker.groups_done)
-    return 0
+    log.info("rollout exited", worker_id=worker.worker_id, groups_done=worker.groups_done, failed=worker.failed)
+    return 1 if worker.failed else 0

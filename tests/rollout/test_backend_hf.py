@@ -11,7 +11,7 @@ import torch
 from eureka.v1 import common_pb2
 from PIL import Image
 
-from services.rollout.backends.base import GenerationAborted, SamplingSpec, WeightLoadError, finish
+from services.rollout.backends.base import GenerationAborted, GenRequest, SamplingSpec, WeightLoadError, finish
 from services.rollout.backends.hf import HfBackend
 from shared.model.io import suppressed_token_ids
 from shared.model.logprobs import response_logprobs
@@ -37,6 +37,11 @@ def text_prompt() -> common_pb2.Prompt:
     return common_pb2.Prompt(prompt_id="txt:0", messages_json=json.dumps([{"role": "user", "content": "1+1?"}]), answer="2")
 
 
+def sample(backend: HfBackend, inputs, n: int, max_new_tokens: int, abort: threading.Event | None = None):
+    spec = SamplingSpec(n=n, temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens)
+    return backend.generate([GenRequest(text_prompt(), inputs)], spec, abort or threading.Event())[0]
+
+
 def max_diff(backend: HfBackend, inputs, completions, temperature: float) -> float:
     with torch.no_grad():
         ref = response_logprobs(backend.model, inputs, [c.token_ids for c in completions], temperature=temperature)
@@ -45,9 +50,10 @@ def max_diff(backend: HfBackend, inputs, completions, temperature: float) -> flo
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_behaviour_logprobs_match_teacher_forcing_with_images(backend, temperature):
-    inputs = [build_prompt_inputs(p, backend.tokenizer) for p in (image_prompt(), text_prompt())]
+    prompts = (image_prompt(), text_prompt())
+    inputs = [build_prompt_inputs(p, backend.tokenizer) for p in prompts]
     spec = SamplingSpec(n=4, temperature=temperature, top_p=1.0, max_new_tokens=24)
-    out = backend.generate(inputs, spec, threading.Event())
+    out = backend.generate([GenRequest(p, i) for p, i in zip(prompts, inputs, strict=True)], spec, threading.Event())
     assert [len(group) for group in out] == [4, 4]
     diff = max(max_diff(backend, i, group, temperature) for i, group in zip(inputs, out, strict=True))
     print(f"T={temperature}: behaviour vs teacher-forced max abs diff {diff:.3e}")
@@ -62,17 +68,17 @@ def test_checkpoint_generation_config_does_not_leak_into_sampling(backend):
                                                       "temperature": 0.1, "do_sample": False})
     try:
         inputs = build_prompt_inputs(text_prompt(), backend.tokenizer)
-        out = backend.generate([inputs], SamplingSpec(n=6, temperature=1.0, top_p=1.0, max_new_tokens=24), threading.Event())
+        out = sample(backend, inputs, 6, 24)
     finally:
         backend.model.generation_config = saved
-    assert max_diff(backend, inputs, out[0], 1.0) < 1e-4
-    assert len({tuple(c.token_ids) for c in out[0]}) > 1  # sampled, not greedy
+    assert max_diff(backend, inputs, out, 1.0) < 1e-4
+    assert len({tuple(c.token_ids) for c in out}) > 1  # sampled, not greedy
 
 
 def test_stop_tokens_end_responses_and_vision_tokens_are_never_generated(backend):
     inputs = build_prompt_inputs(text_prompt(), backend.tokenizer)
     spec = SamplingSpec(n=16, temperature=1.5, top_p=1.0, max_new_tokens=48)
-    out = backend.generate([inputs], spec, threading.Event())[0]
+    out = backend.generate([GenRequest(text_prompt(), inputs)], spec, threading.Event())[0]
     stops, banned = set(backend.stop_ids), set(suppressed_token_ids(backend.tokenizer))
     assert any(c.finish_reason == "stop" for c in out)  # the untrained model stops now and then
     for c in out:
@@ -95,7 +101,7 @@ def test_abort_stops_generation(backend):
     abort.set()
     inputs = build_prompt_inputs(text_prompt(), backend.tokenizer)
     with pytest.raises(GenerationAborted):
-        backend.generate([inputs], SamplingSpec(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8), abort)
+        sample(backend, inputs, 2, 8, abort)
 
 
 def test_weight_load_is_all_or_nothing(tiny_path):
@@ -113,8 +119,7 @@ def test_weight_load_is_all_or_nothing(tiny_path):
     b.load_weights(new)
     assert all(torch.equal(new[k], v) for k, v in b.model.state_dict().items())
     inputs = build_prompt_inputs(text_prompt(), b.tokenizer)
-    out = b.generate([inputs], SamplingSpec(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8), threading.Event())
-    assert max_diff(b, inputs, out[0], 1.0) < 1e-4  # recorded under the new weights
+    assert max_diff(b, inputs, sample(b, inputs, 2, 8), 1.0) < 1e-4  # recorded under the new weights
 
 
 def test_tied_weights_must_arrive_equal(tiny_path):

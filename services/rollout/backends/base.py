@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+    from eureka.v1 import common_pb2
 
     from shared.model.prompts import PromptInputs
 
@@ -25,6 +26,12 @@ class GenerationAborted(Exception):
 
 class WeightLoadError(Exception):
     """A state dict that does not fit the served model; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    prompt: common_pb2.Prompt  # as claimed (images as sent)
+    inputs: PromptInputs  # the model inputs built from it (image pads expanded)
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class Backend(ABC):
 
     @abstractmethod
     def generate(
-        self, prompts: list[PromptInputs], spec: SamplingSpec, abort: threading.Event
+        self, requests: list[GenRequest], spec: SamplingSpec, abort: threading.Event
     ) -> list[list[Completion]]:
         """`spec.n` completions per prompt, in prompt order; raises GenerationAborted when `abort` is set."""
 

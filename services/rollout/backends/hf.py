@@ -16,6 +16,7 @@ from services.rollout.backends.base import (
     Backend,
     Completion,
     GenerationAborted,
+    GenRequest,
     SamplingSpec,
     WeightLoadError,
     check_state_dict,
@@ -38,8 +39,8 @@ def _recorder(temperature: float, suppress: torch.Tensor, abort: threading.Event
 
     class Record(LogitsProcessor):
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-            state["step"] = torch.log_softmax(scores / temperature, dim=-1)
-            return scores.index_fill(1, suppress, float("-inf")) if suppress.numel() else scores
+            state["step"] = torch.log_softmax(scores if temperature == 1.0 else scores / temperature, dim=-1)
+            return scores.index_fill_(1, suppress, float("-inf")) if suppress.numel() else scores
 
     class Gather(StoppingCriteria):
         def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
@@ -103,10 +104,10 @@ class HfBackend(Backend):
         return kwargs
 
     def generate(
-        self, prompts: list[PromptInputs], spec: SamplingSpec, abort: threading.Event
+        self, requests: list[GenRequest], spec: SamplingSpec, abort: threading.Event
     ) -> list[list[Completion]]:
         with self.lock:
-            return [self._generate_one(p, spec, abort) for p in prompts]
+            return [self._generate_one(r.inputs, spec, abort) for r in requests]
 
     def _generate_one(self, prompt: PromptInputs, spec: SamplingSpec, abort: threading.Event) -> list[Completion]:
         import torch

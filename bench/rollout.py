@@ -1,0 +1,196 @@
+"""Rollout throughput: tokens/s of one worker through the whole service path vs a bare `generate` loop, same run.
+
+The same tiny Qwen2.5-VL (random weights, the tiny base's architecture), the same prompts (a picture and a
+question each), the same sampling (n samples, temperature 1, top_p 1, stop on <|im_end|>, max response
+length) and the same torch thread count on both paths. Service path: redis, the buffer and reward
+services and one `eureka rollout serve` process pulling its weights from a weight stream; the clock
+runs from EnqueuePrompts to the last group read back by a learner-style SampleGroups (claim, weight
+check, generation with behaviour log-probs, Verify, PutGroup included). Bare path: `model.generate` in
+this process on the prompts' inputs, tokens counted up to the stop. The two alternate round by round.
+Writes bench/results/rollout.json.
+
+    .venv/bin/python bench/rollout.py [--rounds 3] [--prompts 8] [--samples 8] [--max-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from eureka.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2, rollout_pb2, rollout_pb2_grpc  # noqa: E402
+
+from shared.config import GrpcConfig, SecurityConfig  # noqa: E402
+from shared.grpc_client import create_channel, wait_serving  # noqa: E402
+from shared.grpc_server import GrpcServer  # noqa: E402
+from shared.redis_proc import free_port, start_redis  # noqa: E402
+from shared.weights import WeightStore, add_weight_service  # noqa: E402
+
+RESULTS = Path(__file__).with_name("results") / "rollout.json"
+EUREKA = [sys.executable, "-m", "eureka_cli"]
+
+
+def channel(port: int):
+    return create_channel(f"127.0.0.1:{port}", GrpcConfig(deadline_s=120), SecurityConfig())
+
+
+def make_prompts(first: int, n: int) -> list[common_pb2.Prompt]:
+    from PIL import Image
+
+    out = []
+    for i in range(first, first + n):
+        buf = io.BytesIO()
+        Image.new("RGB", (56 + 28 * (i % 3), 84), (40 * (i % 6), 120, 200)).save(buf, "PNG")
+        msgs = [{"role": "user", "content": [{"type": "image", "image": f"{i}.png"},
+                                             {"type": "text", "text": f"How many shapes are there? ({i})"}]}]
+        out.append(common_pb2.Prompt(prompt_id=f"bench:0:{i}", messages_json=json.dumps(msgs), answer=str(i % 7),
+                                     images=[common_pb2.ImageRef(data=buf.getvalue())], cursor=i))
+    return out
+
+
+def bare_round(model, tok, prompts, samples: int, max_tokens: int) -> tuple[int, float]:
+    """The baseline: plain `generate` per prompt; (tokens up to the stop, seconds)."""
+    import torch
+
+    from shared.model.io import generation_stop_ids
+    from shared.model.prompts import build_prompt_inputs
+
+    stops = set(generation_stop_ids(tok))
+    tokens, start = 0, time.perf_counter()
+    for p in prompts:
+        inputs = build_prompt_inputs(p, tok)
+        ids = torch.tensor([inputs.input_ids])
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs.pixel_values,
+                                 image_grid_thw=inputs.image_grid_thw, do_sample=True, temperature=1.0, top_p=1.0,
+                                 top_k=0, max_new_tokens=max_tokens, num_return_sequences=samples,
+                                 eos_token_id=sorted(stops), pad_token_id=tok.pad_token_id)
+        for row in out[:, len(inputs.input_ids):].tolist():
+            cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
+            tokens += cut
+    return tokens, time.perf_counter() - start
+
+
+def service_round(buffer, prompts, cursor: int) -> tuple[int, float]:
+    """Enqueue the prompts and read their groups back; (response tokens, seconds)."""
+    start = time.perf_counter()
+    buffer.EnqueuePrompts(buffer_pb2.EnqueuePromptsRequest(prompts=prompts, cursor_start=cursor,
+                                                           cursor_end=cursor + len(prompts)))
+    tokens, got = 0, 0
+    while got < len(prompts):
+        reply = buffer.SampleGroups(buffer_pb2.SampleGroupsRequest(
+            consumer="bench", num_groups=1, policy_version=0, max_staleness=1000, filter_low=0.0, filter_high=1.0,
+            wait_ms=60_000), timeout=90)
+        for sg in reply.groups:
+            tokens += sum(len(s.response_token_ids) for s in sg.group.samples)
+            got += 1
+        buffer.AckGroups(buffer_pb2.AckGroupsRequest(consumer="bench", entry_ids=[g.entry_id for g in reply.groups]))
+    return tokens, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per round (one claim batch)")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each path")
+    args = parser.parse_args()
+
+    import torch
+
+    from shared.model.io import load_model, load_tokenizer, make_random_tiny
+
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
+    model_path = make_random_tiny(tmp / "model", seed=0)
+    model, tok = load_model(model_path), load_tokenizer(model_path)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    redis = start_redis(tmp / "redis")
+    store = WeightStore()
+    store.publish(0, model.state_dict())
+    weights = GrpcServer(lambda s: add_weight_service(s, store), host="127.0.0.1", port=0, grpc_cfg=GrpcConfig(),
+                         security=SecurityConfig()).start()
+    ports = {name: free_port() for name in ("buffer", "reward", "rollout")}
+    logs = open(tmp / "services.log", "w")  # noqa: SIM115
+    procs = [
+        subprocess.Popen([*EUREKA, "buffer", "serve", "--port", str(ports["buffer"]), "--metrics-port", "0",
+                          "--redis.url", redis.url], env={**os.environ, "EUREKA_REDIS__PASSWORD": redis.password},
+                         cwd=REPO, stdout=logs, stderr=logs),
+        subprocess.Popen([*EUREKA, "reward", "serve", "--grpc-port", str(ports["reward"]), "--http-port",
+                          str(free_port()), "--metrics-port", "0", "--workers", "1"], cwd=REPO, stdout=logs, stderr=logs),
+        subprocess.Popen([*EUREKA, "rollout", "serve", "--port", str(ports["rollout"]), "--metrics-port", "0",
+                          "--buffer-addr", f"127.0.0.1:{ports['buffer']}", "--reward-addr", f"127.0.0.1:{ports['reward']}",
+                          "--learner-addr", f"127.0.0.1:{weights.port}", "--model-path", str(model_path),
+                          "--worker-id", "bench", "--claim-batch-prompts", str(args.prompts), "--claim-wait-ms", "500",
+                          "--cpu-threads", str(args.threads), "--recipe.n-samples", str(args.samples),
+                          "--recipe.max-response-tokens", str(args.max_tokens)], cwd=REPO, stdout=logs, stderr=logs),
+    ]
+    try:
+        print("starting redis, buffer, reward and one rollout worker", flush=True)
+        for name in ("buffer", "reward", "rollout"):
+            wait_serving(channel(ports[name]), timeout_s=180)  # rollout: SERVING once weights are loaded
+        status = rollout_pb2_grpc.RolloutServiceStub(channel(ports["rollout"]))
+        assert status.GetStatus(rollout_pb2.GetStatusRequest()).state == rollout_pb2.WORKER_STATE_RUNNING
+        buffer = buffer_pb2_grpc.BufferServiceStub(channel(ports["buffer"]))
+        print("warm-up round (not timed)", flush=True)
+        service_round(buffer, make_prompts(0, 2), 0)
+        bare_round(model, tok, make_prompts(0, 2), args.samples, args.max_tokens)
+        cursor = 2
+        totals = {"service": [0, 0.0], "bare": [0, 0.0]}
+        for r in range(args.rounds):
+            prompts = make_prompts(cursor, args.prompts)
+            for path in ("bare", "service") if r % 2 == 0 else ("service", "bare"):
+                if path == "bare":
+                    tokens, seconds = bare_round(model, tok, prompts, args.samples, args.max_tokens)
+                else:
+                    tokens, seconds = service_round(buffer, prompts, cursor)
+                totals[path][0] += tokens
+                totals[path][1] += seconds
+                print(f"  round {r + 1}/{args.rounds} {path}: {tokens} tokens in {seconds:.2f}s = {tokens / seconds:,.0f}"
+                      " tokens/s", flush=True)
+            cursor += args.prompts
+        service_tps = totals["service"][0] / totals["service"][1]
+        bare_tps = totals["bare"][0] / totals["bare"][1]
+        out = {
+            "service_tokens_per_s": round(service_tps, 1),
+            "bare_generate_tokens_per_s": round(bare_tps, 1),
+            "ratio": round(service_tps / bare_tps, 3),
+            "target_ratio": 0.85,
+            "rounds": args.rounds, "prompts_per_round": args.prompts, "samples_per_prompt": args.samples,
+            "max_response_tokens": args.max_tokens, "torch_threads": args.threads,
+            "service_tokens": totals["service"][0], "bare_tokens": totals["bare"][0],
+            "model": "tiny Qwen2.5-VL (random weights), float32, CPU",
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "machine": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+        }
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"service {service_tps:,.0f} tokens/s vs bare generate {bare_tps:,.0f} tokens/s: ratio {out['ratio']:.2f}"
+              f" (target >= 0.85); wrote {RESULTS}")
+        return 0
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        weights.stop(grace=0)
+        redis.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The `vllm` backend (GPU): the vLLM engine with per-token log-probs and in-place weight loads.
+
+The engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, one GPU) so that a new version is
+loaded straight into the running model through `LLM.collective_rpc` and the model's own `load_weights`
+(vLLM maps the Hugging Face names, packs q/k/v and gate/up); then the prefix cache is reset because its
+KV blocks were computed with the old weights. No restart, no files. A state dict is checked against the
+checkpoint's names and shapes first, so a bad version changes nothing.
+
+Log-probs: at temperature 1 vLLM's raw log-probs are `log_softmax(logits)` over the whole vocabulary,
+exactly what the learner computes. At any other temperature the engine's processed log-probs are used
+(after temperature; top_p < 1 would also truncate them, so keep top_p = 1 there).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from services.rollout.backends.base import (
+    Backend,
+    Completion,
+    GenerationAborted,
+    GenRequest,
+    SamplingSpec,
+    WeightLoadError,
+    check_state_dict,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from services.rollout.config import RolloutConfig
+
+SUPPRESS_BIAS = -100.0  # vLLM's logit_bias: exp(-100) is zero for sampling purposes
+
+
+def _load_into_worker(worker: Any, weights: list[tuple[str, Any]]) -> int:
+    """Runs inside vLLM's worker: load Hugging Face-named tensors into the running model."""
+    loaded = worker.model_runner.model.load_weights(weights=iter(weights))
+    return len(loaded) if loaded is not None else len(weights)
+
+
+def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a Hugging Face checkpoint directory (safetensors headers only)."""
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in sorted(Path(model_path).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                shapes[name] = tuple(f.get_slice(name).get_shape())
+    if not shapes:
+        raise FileNotFoundError(f"no *.safetensors in {model_path}; the vllm backend needs a safetensors checkpoint")
+    return shapes
+
+
+def collapse_image_pads(input_ids: list[int], image_pad_id: int) -> list[int]:
+    """One `<|image_pad|>` per image: vLLM's processor expands each to the image's grid itself."""
+    out: list[int] = []
+    for tok in input_ids:
+        if tok == image_pad_id and out and out[-1] == image_pad_id:
+            continue
+        out.append(tok)
+    return out
+
+
+class _Shape:
+    """Stands in for a tensor in `check_state_dict` (only `.shape` is read)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+
+class VllmBackend(Backend):
+    """vLLM `LLM` on one GPU, weights swapped in place between batches."""
+
+    def __init__(self, model_path: str, cfg: RolloutConfig) -> None:
+        try:
+            import vllm  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError("backend 'vllm' needs vLLM: install the gpu extra (pip install -e '.[gpu]')") from e
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        from shared.model.io import generation_stop_ids, load_tokenizer, suppressed_token_ids
+
+        super().__init__()
+        self.tokenizer = load_tokenizer(model_path)
+        self.stop_ids = generation_stop_ids(self.tokenizer)
+        self.suppress = suppressed_token_ids(self.tokenizer)
+        self.image_pad_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        self.shapes = {k: _Shape(v) for k, v in checkpoint_shapes(model_path).items()}
+        recipe = cfg.recipe
+        self.llm = LLM(
+            model=str(model_path),
+            dtype=cfg.dtype,
+            seed=cfg.seed if cfg.seed is not None else 0,
+            gpu_memory_utilization=cfg.vllm.gpu_memory_utilization,
+            max_model_len=cfg.vllm.max_model_len or recipe.max_prompt_tokens + recipe.max_response_tokens,
+            enforce_eager=cfg.vllm.enforce_eager,
+            logprobs_mode="raw_logprobs" if recipe.temperature == 1.0 else "processed_logprobs",
+        )
+
+    def _sampling_params(self, spec: SamplingSpec) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_new_tokens,
+            stop_token_ids=self.stop_ids, logprobs=0, detokenize=False,
+            logit_bias={i: SUPPRESS_BIAS for i in self.suppress},
+        )
+
+    def _engine_prompt(self, request: GenRequest) -> dict[str, Any]:
+        from shared.model.prompts import load_image
+
+        prompt: dict[str, Any] = {"prompt_token_ids": collapse_image_pads(request.inputs.input_ids, self.image_pad_id)}
+        if request.prompt.images:
+            prompt["multi_modal_data"] = {"image": [load_image(r.data, r.uri) for r in request.prompt.images]}
+        return prompt
+
+    def generate(
+        self, requests: list[GenRequest], spec: SamplingSpec, abort: threading.Event
+    ) -> list[list[Completion]]:
+        if abort.is_set():
+            raise GenerationAborted("the worker is draining")
+        stops = set(self.stop_ids)
+        with self.lock:
+            outputs = self.llm.generate(
+                [self._engine_prompt(r) for r in requests], self._sampling_params(spec), use_tqdm=False
+            )
+        if abort.is_set():  # the offline engine cannot stop mid-batch; the batch is released instead
+            raise GenerationAborted("the worker is draining")
+        result: list[list[Completion]] = []
+        for request, out in zip(requests, outputs, strict=True):
+            if len(out.prompt_token_ids) != len(request.inputs.input_ids):
+                raise RuntimeError(
+                    f"vLLM expanded prompt {request.prompt.prompt_id} to {len(out.prompt_token_ids)} tokens, the"
+                    f" project's preprocessing to {len(request.inputs.input_ids)}: the image processors disagree"
+                )
+            group = []
+            for c in out.outputs:
+                ids = list(c.token_ids)
+                logprobs = [step[tok].logprob for step, tok in zip(c.logprobs, ids, strict=True)]
+                reason = "stop" if ids and ids[-1] in stops else "length"
+                group.append(Completion(ids, logprobs, reason))
+            result.append(group)
+        return result
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        check_state_dict(self.shapes, state_dict)
+        with self.lock:
+            try:
+                self.llm.collective_rpc(_load_into_worker, args=(list(state_dict.items()),))
+            except Exception as e:  # vLLM raises its own types from inside the worker
+                raise WeightLoadError(f"vLLM refused the weights: {e}") from e
+            self.llm.reset_prefix_cache()
