@@ -53,10 +53,10 @@ def progress(label: str, done: int, total: int, start: float) -> None:
 
 
 def run_baseline(items: list[tuple[str, str, str]]) -> tuple[float, list[float]]:
-    """Seconds and accuracies of the in-process loop over `items`."""
+    """Wall seconds, CPU seconds and accuracies of the in-process loop over `items`."""
     from services.reward.core import ItemInput, score_item
 
-    start, accuracies = time.perf_counter(), []
+    start, cpu, accuracies = time.perf_counter(), time.process_time(), []
     for i, (response, gold, mode) in enumerate(items):
         accuracies.append(score_item(ItemInput(response, gold, mode), 300, 5).accuracy)
         if i % 50 == 0:
@@ -64,7 +64,25 @@ def run_baseline(items: list[tuple[str, str, str]]) -> tuple[float, list[float]]
     elapsed = time.perf_counter() - start
     progress("  baseline (in-process loop)", len(items), len(items), start)
     print()
-    return elapsed, accuracies
+    return elapsed, time.process_time() - cpu, accuracies
+
+
+def tree_cpu_s(root: int) -> float:
+    """User+system CPU seconds of a process and all its live descendants (Linux /proc)."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    total, frontier = 0.0, [root]
+    while frontier:
+        pid = frontier.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        frontier.extend(child for child, (ppid, _) in stats.items() if ppid == pid)
+    return total
 
 
 def _free_port() -> int:
@@ -106,8 +124,9 @@ class Service:
         self.proc.terminate()
         self.proc.wait(timeout=30)
 
-    def run(self, items: list[tuple[str, str, str]], batch: int, clients: int) -> tuple[float, list[float], list[float]]:
-        """Seconds, per-batch latencies and accuracies of `items` sent as batches by `clients` concurrent callers."""
+    def run(self, items: list[tuple[str, str, str]], batch: int, clients: int) -> tuple[float, float, list[float], list[float]]:
+        """Wall seconds, server CPU seconds, per-batch latencies and accuracies of `items` sent in batches."""
+        cpu = tree_cpu_s(self.proc.pid)
         from eureka.v1 import reward_pb2
 
         batches = [
@@ -142,7 +161,8 @@ class Service:
         for th in threads:
             th.join()
         print()
-        return time.perf_counter() - start, latencies, [accuracies[i] for i in range(len(items))]
+        elapsed = time.perf_counter() - start
+        return elapsed, tree_cpu_s(self.proc.pid) - cpu, latencies, [accuracies[i] for i in range(len(items))]
 
 
 def main() -> int:
@@ -159,21 +179,21 @@ def main() -> int:
     score_item(ItemInput("<answer>1/2</answer>", "0.5"), 300, 5)  # warm sympy here, as each worker does
     service = Service(args.workers)
     load_before = os.getloadavg()
-    base_s = serv_s = 0.0
+    base_s = serv_s = base_cpu = serv_cpu = 0.0
     base_acc: list[float] = []
     serv_acc: list[float] = []
     latencies: list[float] = []
     try:
-        service.run(items[: args.batch], args.batch, 1)  # warm-up batch, not timed
+        service.run(make_items(args.batch, seed=1), args.batch, 1)  # warm-up on other items, not timed
         # Interleave rounds so both sides see the same background load on a shared machine.
         chunk = -(-len(items) // (args.rounds * args.batch)) * args.batch
         for r in range(args.rounds):
             part = items[r * chunk: (r + 1) * chunk]
             print(f"round {r + 1}/{args.rounds} ({len(part)} items)")
-            seconds, acc = run_baseline(part)
-            base_s, base_acc = base_s + seconds, base_acc + acc
-            seconds, lat, acc = service.run(part, args.batch, args.clients)
-            serv_s, latencies, serv_acc = serv_s + seconds, latencies + lat, serv_acc + acc
+            seconds, cpu, acc = run_baseline(part)
+            base_s, base_cpu, base_acc = base_s + seconds, base_cpu + cpu, base_acc + acc
+            seconds, cpu, lat, acc = service.run(part, args.batch, args.clients)
+            serv_s, serv_cpu, latencies, serv_acc = serv_s + seconds, serv_cpu + cpu, latencies + lat, serv_acc + acc
     finally:
         service.close()
     load_after = os.getloadavg()
@@ -185,6 +205,11 @@ def main() -> int:
         "baseline_items_per_s": round(len(items) / base_s, 1), "service_items_per_s": round(len(items) / serv_s, 1),
         "ratio": round(base_s / serv_s, 2), "p99_batch_latency_s": round(p99, 4),
         "median_batch_latency_s": round(statistics.median(latencies), 4), "batches": len(latencies),
+        # CPU per item does not depend on other tenants: it shows the service's overhead over the bare loop,
+        # and (workers x baseline CPU / service CPU) is the ratio two idle cores would give.
+        "baseline_cpu_ms_per_item": round(1000 * base_cpu / len(items), 2),
+        "service_cpu_ms_per_item": round(1000 * serv_cpu / len(items), 2),
+        "ratio_on_idle_cores_from_cpu": round(min(args.workers, os.cpu_count() or 1) * base_cpu / serv_cpu, 2),
         "accuracy_agreement": sum(a == b for a, b in zip(base_acc, serv_acc)) / len(items),
         "baseline_mean_accuracy": round(sum(base_acc) / len(items), 3),
         "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(load_after[0], 2),

@@ -21,6 +21,7 @@ class RewardMetrics:
     accuracy_mean: Gauge
     format_mean: Gauge
     reward_mean: Gauge
+    reflection_rate: Gauge
     pool_workers: Gauge
     pending_items: Gauge
 
@@ -37,6 +38,8 @@ def reward_metrics() -> RewardMetrics:
         accuracy_mean=gauge("eureka_reward_accuracy_mean", "mean accuracy of the last request's OK items"),
         format_mean=gauge("eureka_reward_format_mean", "mean format score of the last request's OK items"),
         reward_mean=gauge("eureka_reward_reward_mean", "mean total reward of the last request's items"),
+        reflection_rate=gauge("eureka_reward_reflection_rate",
+                              "share of the last request's responses with a reflective phrase (wait, re-check, ...)"),
         pool_workers=gauge("eureka_reward_pool_workers", "live verifier worker processes"),
         pending_items=gauge("eureka_reward_pending_items", "items queued or being verified"),
     )

@@ -8,6 +8,7 @@ drivers keep going. Admission is all-or-nothing per request: when queued + in-fl
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import queue
 import threading
@@ -55,7 +56,9 @@ class _Driver(threading.Thread):
     def _spawn(self) -> None:
         cfg = self.pool.cfg
         parent, child = self.pool.ctx.Pipe()
-        inner = max(1, int(cfg.item_timeout_s * 0.8))
+        # math-verify's own alarms are only a backstop: the hard timeout decides, so a slow item is
+        # reported as TIMEOUT (visible) instead of a silent 0 from an alarm that fired under CPU load.
+        inner = max(1, math.ceil(cfg.item_timeout_s))
         proc = self.pool.ctx.Process(
             target=run, args=(child, cfg.pretrain_min_think_chars, inner, _WORKER_MEMORY_MB),
             name=f"reward-worker-{self.index}", daemon=True,
@@ -135,8 +138,12 @@ class VerifierPool:
             d.ready.wait(max(0.0, end - time.monotonic()))
         return self
 
+    def all_started(self) -> bool:
+        return all(d.ready.is_set() for d in self._drivers)
+
     def ready(self) -> bool:
-        return self._open and all(d.ready.is_set() for d in self._drivers)
+        """Open with at least one live worker (a worker being replaced after a timeout does not flap readiness)."""
+        return self._open and self.live_workers() > 0
 
     def live_workers(self) -> int:
         return sum(d.ready.is_set() for d in self._drivers)

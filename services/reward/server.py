@@ -17,7 +17,15 @@ from services.reward.core import INSTRUCT, PRETRAINED, Status
 from services.reward.http_app import create_app
 from services.reward.pool import PoolBusy, PoolClosed, VerifierPool
 from services.reward.service import BadRequest, Item, Result, RewardVerifier
-from shared.grpc_server import GrpcServer, InvalidArgument, ResourceExhausted, Unavailable, map_errors, stop_event_on_signals
+from shared.grpc_server import (
+    GrpcServer,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    map_errors,
+    stop_event_on_signals,
+    wait_until_stopped,
+)
 from shared.logs import setup_logging
 from shared.metrics import serve_metrics
 
@@ -83,7 +91,7 @@ def main(cfg: RewardConfig) -> int:
     log = setup_logging("reward")
     stop = stop_event_on_signals()
     pool = VerifierPool(cfg).start()
-    if not pool.ready():
+    if not pool.all_started():
         log.error("verifier workers did not start", workers=cfg.workers)
         pool.close()
         return 1
@@ -105,7 +113,7 @@ def main(cfg: RewardConfig) -> int:
     serve_metrics(cfg.metrics_port, cfg.host)
     log.info("serving", grpc_port=grpc_server.port, http_port=cfg.http_port, metrics_port=cfg.metrics_port,
              workers=cfg.workers, item_timeout_s=cfg.item_timeout_s)
-    stop.wait()
+    wait_until_stopped(stop)
     stopping.set()
     grpc_server.stop()
     http.should_exit = True

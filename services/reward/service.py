@@ -14,6 +14,7 @@ from services.reward.config import RewardConfig
 from services.reward.core import INSTRUCT, PRETRAINED, ItemInput, ItemScore, Status
 from services.reward.metrics import reward_metrics
 from services.reward.pool import PoolBusy, PoolClosed, VerifierPool
+from shared.reflection import reflection_rate
 
 MODES = (INSTRUCT, PRETRAINED)
 
@@ -106,11 +107,12 @@ class RewardVerifier:
             total = score.accuracy + self.weight(item.mode, format_weight) * score.format
             results.append(Result(item.item_id, score.accuracy, score.format, total, score.extracted,
                                   score.status, score.detail))
-        self._observe(results)
+        self._observe(results, [it.response for it, c in zip(items, capped) if c is None])
         return results
 
-    def _observe(self, results: list[Result]) -> None:
+    def _observe(self, results: list[Result], responses: list[str]) -> None:
         m = self.metrics
+        m.reflection_rate.set(reflection_rate(responses))
         for r in results:
             m.items.labels(status=r.status.value).inc()
             if r.status is not Status.OK:

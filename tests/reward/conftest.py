@@ -20,7 +20,7 @@ from shared.grpc_client import create_channel
 from tests.conftest import free_port
 
 TOKEN = "reward-test-token"
-ITEM_TIMEOUT_S = 3.0
+ITEM_TIMEOUT_S = 4.0
 REPO = Path(__file__).resolve().parents[2]
 
 
