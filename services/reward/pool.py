@@ -52,6 +52,7 @@ class _Driver(threading.Thread):
         self.proc: mp.process.BaseProcess | None = None
         self.conn = None
         self.ready = threading.Event()
+        self.stopped = False  # set when this driver gave up; it takes no more items
 
     def _spawn(self) -> None:
         cfg = self.pool.cfg
@@ -84,6 +85,11 @@ class _Driver(threading.Thread):
 
     def _score(self, item: ItemInput) -> ItemScore:
         timeout = self.pool.cfg.item_timeout_s
+        if not self.proc.is_alive():  # died while idle (OOM killer, kill -9): replace it before using it
+            log.warning("verifier worker found dead; replacing it", worker=self.index)
+            self.pool.metrics.worker_restarts.inc()
+            self._kill()
+            self._spawn()
         try:
             self.conn.send((item.response, item.gold, item.mode, item.options))
             if self.conn.poll(timeout):
@@ -105,11 +111,18 @@ class _Driver(threading.Thread):
         try:
             self._spawn()
             while (task := self.pool.tasks.get()) is not None:
-                if task.future.set_running_or_notify_cancel():
+                if not task.future.set_running_or_notify_cancel():
+                    continue
+                try:
                     task.future.set_result(self._score(task.item))
-        except Exception as e:  # a driver that cannot keep a worker alive must not hang its callers
+                except Exception as e:  # the replacement worker failed to start: never leave a caller waiting
+                    task.future.set_exception(PoolClosed(f"verifier worker {self.index} could not be replaced ({e})"))
+                    raise
+        except Exception as e:
+            self.stopped = True
             log.exception("verifier driver stopped", worker=self.index)
-            self.pool.fail_pending(e)
+            if not self.pool.accepting():
+                self.pool.fail_pending(e)
         finally:
             self._kill()
 
@@ -145,6 +158,10 @@ class VerifierPool:
         """Open with at least one live worker (a worker being replaced after a timeout does not flap readiness)."""
         return self._open and self.live_workers() > 0
 
+    def accepting(self) -> bool:
+        """Open with at least one driver thread able to take items (it may be replacing its worker)."""
+        return self._open and any(d.is_alive() and not d.stopped for d in self._drivers)
+
     def live_workers(self) -> int:
         return sum(d.ready.is_set() for d in self._drivers)
 
@@ -156,8 +173,8 @@ class VerifierPool:
 
     def verify(self, items: list[ItemInput]) -> list[ItemScore]:
         with self._lock:
-            if not self._open:
-                raise PoolClosed("the reward service is stopping; retry on another replica")
+            if not self.accepting():
+                raise PoolClosed("the reward service is stopping or has no verifier worker; retry on another replica")
             if self._pending + len(items) > self.cfg.max_pending_items:
                 raise PoolBusy(
                     f"{self._pending} items are already pending and this request adds {len(items)} "

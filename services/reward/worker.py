@@ -36,6 +36,6 @@ def run(conn: Connection, min_think_chars: int, inner_timeout_s: int, memory_mb:
             return
         try:
             score = score_item(ItemInput(*msg), min_think_chars, inner_timeout_s)
-        except (MemoryError, RecursionError, ValueError, TypeError, OverflowError) as e:
+        except Exception as e:  # the worker's edge: report the item as failed instead of dying on it
             score = ItemScore(0.0, 0.0, "", Status.INVALID, f"verification failed ({type(e).__name__}); scored 0")
         conn.send(score)
