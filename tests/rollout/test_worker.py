@@ -6,6 +6,7 @@ import time
 
 import torch
 from eureka.v1 import rollout_pb2
+from prometheus_client import REGISTRY
 
 from tests.rollout.conftest import perturbed, wait_for
 
@@ -30,6 +31,8 @@ def test_drain_rpc_releases_the_batch_in_flight_and_stops(stack, start_in_proces
 
 def test_sync_mode_claims_only_at_the_published_version(stack, start_in_process):
     w = start_in_process("sync-worker", mode="sync")
+    # Let it finish whatever earlier tests left queued, so that every later put would be ours.
+    wait_for(lambda: stack.stats().prompt_backlog == 0 and not w.worker.held, 60, "an empty backlog")
     served = w.worker.weights.version
     w.worker.weights.timeout_s = 1e-4  # every pull now misses its deadline
     put_before = stack.stats().groups_put_total
@@ -44,7 +47,12 @@ def test_sync_mode_claims_only_at_the_published_version(stack, start_in_process)
     assert {g.policy_version for g in groups} == {served + 1}
 
 
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_async_failed_pull_keeps_the_old_version_and_is_counted(stack, start_in_process):
+    failures0, tokens0 = metric("eureka_rollout_weight_pull_failures_total", reason="pull"), metric("eureka_rollout_tokens_total")
     w = start_in_process("async-worker")
     served = w.worker.weights.version
     w.worker.weights.timeout_s = 1e-4
@@ -54,5 +62,8 @@ def test_async_failed_pull_keeps_the_old_version_and_is_counted(stack, start_in_
     assert {g.policy_version for g in groups} == {served}  # generated on, and labelled with, the old version
     status = w.control.GetStatus(rollout_pb2.GetStatusRequest())
     assert status.weight_pull_failures_total >= 1 and status.policy_version == served
+    assert metric("eureka_rollout_weight_pull_failures_total", reason="pull") > failures0
+    tokens = sum(len(s.response_token_ids) for g in groups for s in g.samples)
+    assert metric("eureka_rollout_tokens_total") - tokens0 >= tokens
     w.worker.weights.timeout_s = 30.0
     wait_for(lambda: w.worker.status().policy_version == served + 1, 30, "the new version after the deadline is lifted")
