@@ -39,6 +39,9 @@ class RolloutConfig(ServiceSettings):
     )
     claim_batch_prompts: int = Field(4, ge=1, le=1024, description="prompts claimed (and generated) per batch")
     claim_wait_ms: int = Field(1000, ge=0, le=60000, description="how long a claim blocks for new prompts")
+    reward_batch_items: int = Field(
+        1024, ge=1, description="most samples per Verify call (the reward service's max_batch_items)"
+    )
     weight_pull_timeout_s: float = Field(120.0, gt=0, description="deadline of one weight pull")
     weight_retry_s: float = Field(1.0, gt=0, description="pause before retrying a failed first pull or sync wait")
     drain_timeout_s: float = Field(

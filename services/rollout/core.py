@@ -236,9 +236,14 @@ class Worker:
             for i, text in enumerate(group_texts)
         ]
         start = time.monotonic()
-        reply = self.reward.Verify(reward_pb2.VerifyRequest(items=items, format_weight=self.cfg.recipe.format_weight))
+        results: dict[str, reward_pb2.VerifyResult] = {}
+        step = self.cfg.reward_batch_items
+        for first in range(0, len(items), step):  # one call per batch unless it is above the reward's item cap
+            reply = self.reward.Verify(
+                reward_pb2.VerifyRequest(items=items[first : first + step], format_weight=self.cfg.recipe.format_weight)
+            )
+            results.update((r.item_id, r) for r in reply.results)
         reward_s = time.monotonic() - start
-        results = {r.item_id: r for r in reply.results}
         groups = []
         for job, group, group_texts in zip(jobs, completions, texts, strict=True):
             samples = []

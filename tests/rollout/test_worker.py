@@ -53,7 +53,8 @@ def metric(name: str, **labels: str) -> float:
 
 def test_async_failed_pull_keeps_the_old_version_and_is_counted(stack, start_in_process):
     failures0, tokens0 = metric("eureka_rollout_weight_pull_failures_total", reason="pull"), metric("eureka_rollout_tokens_total")
-    w = start_in_process("async-worker")
+    missing0 = metric("eureka_rollout_reward_item_errors_total", status="ITEM_STATUS_UNSPECIFIED")
+    w = start_in_process("async-worker", reward_batch_items=2)  # also: a batch's Verify split in calls of 2
     served = w.worker.weights.version
     w.worker.weights.timeout_s = 1e-4
     stack.store.publish(served + 1, perturbed(stack.model_path, seed=served + 21))
@@ -63,6 +64,7 @@ def test_async_failed_pull_keeps_the_old_version_and_is_counted(stack, start_in_
     status = w.control.GetStatus(rollout_pb2.GetStatusRequest())
     assert status.weight_pull_failures_total >= 1 and status.policy_version == served
     assert metric("eureka_rollout_weight_pull_failures_total", reason="pull") > failures0
+    assert metric("eureka_rollout_reward_item_errors_total", status="ITEM_STATUS_UNSPECIFIED") == missing0
     tokens = sum(len(s.response_token_ids) for g in groups for s in g.samples)
     assert metric("eureka_rollout_tokens_total") - tokens0 >= tokens
     w.worker.weights.timeout_s = 30.0
