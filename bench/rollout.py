@@ -129,9 +129,11 @@ def main() -> int:
                           "--redis.url", redis.url], env={**os.environ, "EUREKA_REDIS__PASSWORD": redis.password},
                          cwd=REPO, stdout=logs, stderr=logs),
         subprocess.Popen([*EUREKA, "reward", "serve", "--grpc-port", str(ports["reward"]), "--http-port",
-                          str(free_port()), "--metrics-port", "0", "--workers", "1"], cwd=REPO, stdout=logs, stderr=logs),
+                          str(free_port()), "--metrics-port", "0", "--workers", "1"],
+                         cwd=REPO, stdout=logs, stderr=logs),
         subprocess.Popen([*EUREKA, "rollout", "serve", "--port", str(ports["rollout"]), "--metrics-port", "0",
-                          "--buffer-addr", f"127.0.0.1:{ports['buffer']}", "--reward-addr", f"127.0.0.1:{ports['reward']}",
+                          "--buffer-addr", f"127.0.0.1:{ports['buffer']}",
+                          "--reward-addr", f"127.0.0.1:{ports['reward']}",
                           "--learner-addr", f"127.0.0.1:{weights.port}", "--model-path", str(model_path),
                           "--worker-id", "bench", "--claim-batch-prompts", str(args.prompts), "--claim-wait-ms", "500",
                           "--cpu-threads", str(args.threads), "--recipe.n-samples", str(args.samples),
@@ -158,8 +160,9 @@ def main() -> int:
                     tokens, seconds = service_round(buffer, prompts, cursor)
                 totals[path][0] += tokens
                 totals[path][1] += seconds
-                print(f"  round {r + 1}/{args.rounds} {path}: {tokens} tokens in {seconds:.2f}s = {tokens / seconds:,.0f}"
-                      " tokens/s", flush=True)
+                rate = tokens / seconds
+                print(f"  round {r + 1}/{args.rounds} {path}: {tokens} tokens in {seconds:.2f}s = {rate:,.0f} tokens/s",
+                      flush=True)
             cursor += args.prompts
         service_tps = totals["service"][0] / totals["service"][1]
         bare_tps = totals["bare"][0] / totals["bare"][1]

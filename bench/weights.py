@@ -5,7 +5,8 @@ serves the version over the gRPC WeightService, or writes the same safetensors b
 socket. The parent pulls: gRPC chunks with per-chunk CRC32 and SHA-256 of the whole, then the load into
 tensors (what a rollout worker gets), against `recv_into` a preallocated buffer (the ceiling).
 The two paths alternate; medians of the repeats are reported. `ratio` compares the verified byte
-stream with raw TCP (both deliver checked-or-raw bytes); `pull_with_load_ratio` adds the load into tensors. Writes bench/results/weights.json.
+stream with raw TCP (both deliver bytes); `pull_with_load_ratio` adds the load into tensors.
+Writes bench/results/weights.json.
 
     .venv/bin/python bench/weights.py [--sizes-mb 100 1000] [--repeats 3] [--chunk-mb 0]
 """
@@ -126,7 +127,8 @@ def measure(mb: int, repeats: int, chunk_bytes: int) -> dict:
         med = {k: statistics.median(v) for k, v in rates.items()}
         return {"state_dict_mb": round(mb_total), "weight_stream_mb_s": round(med["stream"], 1),
                 "raw_tcp_mb_s": round(med["tcp"], 1), "ratio": round(med["stream"] / med["tcp"], 3),
-                "pull_with_load_mb_s": round(med["pull"], 1), "pull_with_load_ratio": round(med["pull"] / med["tcp"], 3),
+                "pull_with_load_mb_s": round(med["pull"], 1),
+                "pull_with_load_ratio": round(med["pull"] / med["tcp"], 3),
                 "runs": {k: [round(x, 1) for x in v] for k, v in rates.items()}}
     finally:
         for p in procs:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = get_logger("rollout")
 
+_MISSING = reward_pb2.VerifyResult(status=reward_pb2.ITEM_STATUS_UNSPECIFIED)  # scored 0, counted
 _REWARD_MODES = {"instruct": reward_pb2.REWARD_MODE_INSTRUCT, "pretrained": reward_pb2.REWARD_MODE_PRETRAINED}
 
 
@@ -165,7 +166,8 @@ class Worker:
         version = self.weights.version or 0
         start = time.monotonic()
         try:
-            completions = self.backend.generate([GenRequest(j.claimed.prompt, j.inputs) for j in jobs], self.spec, self.abort)
+            requests = [GenRequest(j.claimed.prompt, j.inputs) for j in jobs]
+            completions = self.backend.generate(requests, self.spec, self.abort)
         except GenerationAborted:
             self._release([j.claimed.claim_id for j in jobs], "drain")
             return
@@ -231,7 +233,9 @@ class Worker:
         """One batched Verify call for every sample of the batch; returns the groups and its wall time."""
         mode = _REWARD_MODES[self.cfg.recipe.reward_mode]
         items = [
-            reward_pb2.VerifyItem(response=text, gold=job.claimed.prompt.answer, mode=mode, item_id=f"{job.group_id}/{i}")
+            reward_pb2.VerifyItem(
+                response=text, gold=job.claimed.prompt.answer, mode=mode, item_id=f"{job.group_id}/{i}"
+            )
             for job, group_texts in zip(jobs, texts, strict=True)
             for i, text in enumerate(group_texts)
         ]
@@ -248,7 +252,7 @@ class Worker:
         for job, group, group_texts in zip(jobs, completions, texts, strict=True):
             samples = []
             for i, (c, text) in enumerate(zip(group, group_texts, strict=True)):
-                r = results.get(f"{job.group_id}/{i}", reward_pb2.VerifyResult(status=reward_pb2.ITEM_STATUS_UNSPECIFIED))
+                r = results.get(f"{job.group_id}/{i}", _MISSING)
                 if r.status != reward_pb2.ITEM_STATUS_OK:
                     metrics.REWARD_ERRORS.labels(reward_pb2.ItemStatus.Name(r.status)).inc()
                 samples.append(
@@ -294,7 +298,8 @@ class Worker:
         if not claim_ids:
             return
         try:
-            reply = self.buffer.ReleasePrompts(buffer_pb2.ReleasePromptsRequest(worker_id=self.worker_id, claim_ids=claim_ids))
+            request = buffer_pb2.ReleasePromptsRequest(worker_id=self.worker_id, claim_ids=claim_ids)
+            reply = self.buffer.ReleasePrompts(request)
             released = reply.released
         except grpc.RpcError as e:
             log.warning("release failed; the buffer lease will reclaim", claims=len(claim_ids), error=e.code().name)

@@ -16,11 +16,15 @@ REWARD_SECONDS = histogram("eureka_rollout_reward_seconds", "wall time of one ba
 RESPONSE_LENGTH = histogram(
     "eureka_rollout_response_length_tokens", "response length in tokens", buckets=TOKEN_BUCKETS
 )
-REFLECTION_RATIO = gauge("eureka_rollout_reflection_ratio", "share of the last batch's responses with a reflective phrase")
+REFLECTION_RATIO = gauge(
+    "eureka_rollout_reflection_ratio", "share of the last batch's responses with a reflective phrase"
+)
 REWARD_MEAN = gauge("eureka_rollout_reward_mean", "mean reward of the last batch")
 POLICY_VERSION = gauge("eureka_rollout_policy_version", "weight version being served")
 PULL_SECONDS = histogram("eureka_rollout_weight_pull_seconds", "time to pull and load one weight version")
-PULL_FAILURES = counter("eureka_rollout_weight_pull_failures_total", "weight pulls that kept the old version", ["reason"])
+PULL_FAILURES = counter(
+    "eureka_rollout_weight_pull_failures_total", "weight pulls that kept the old version", ["reason"]
+)
 PROMPTS_RELEASED = counter("eureka_rollout_prompts_released_total", "claimed prompts handed back", ["reason"])
 REWARD_ERRORS = counter("eureka_rollout_reward_item_errors_total", "Verify items not OK (scored 0)", ["status"])
 BATCH_ERRORS = counter("eureka_rollout_batch_errors_total", "batches abandoned on an RPC error", ["stage"])

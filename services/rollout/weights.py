@@ -23,7 +23,9 @@ log = get_logger("rollout.weights")
 class WeightSync:
     """The version a backend serves and how to bring it up to date; used by the worker thread only."""
 
-    def __init__(self, channel: grpc.Channel, backend: Backend, timeout_s: float, version_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, channel: grpc.Channel, backend: Backend, timeout_s: float, version_timeout_s: float = 5.0
+    ) -> None:
         self.channel = channel
         self.stub = weights_pb2_grpc.WeightServiceStub(channel)
         self.backend = backend
@@ -65,10 +67,13 @@ class WeightSync:
         old, self.version = self.version, version
         metrics.PULL_SECONDS.observe(seconds)
         metrics.POLICY_VERSION.set(version)
-        log.info("weights swapped", old_version=old, policy_version=version, tensors=len(state_dict), seconds=f"{seconds:.3f}")
+        log.info("weights swapped", old_version=old, policy_version=version, tensors=len(state_dict),
+                 seconds=f"{seconds:.3f}")
         return True
 
     def _failed(self, reason: str, detail: str) -> None:
         self.failures += 1
         metrics.PULL_FAILURES.labels(reason).inc()
-        log.warning("weight pull failed, keeping the served version", reason=reason, policy_version=self.version, detail=detail)
+        log.warning(
+            "weight pull failed, keeping the served version", reason=reason, policy_version=self.version, detail=detail
+        )

@@ -105,7 +105,8 @@ class Stack:
                 consumer="test-learner", num_groups=1, policy_version=0, max_staleness=1000, filter_low=0.0,
                 filter_high=1.0, wait_ms=min(left_ms, 60_000)), timeout=timeout_s + 10)
             for sampled in reply.groups:
-                self.buffer.AckGroups(buffer_pb2.AckGroupsRequest(consumer="test-learner", entry_ids=[sampled.entry_id]))
+                ack = buffer_pb2.AckGroupsRequest(consumer="test-learner", entry_ids=[sampled.entry_id])
+                self.buffer.AckGroups(ack)
                 g = sampled.group
                 if g.prompt_id in prompt_ids:
                     assert g.prompt_id not in found, f"prompt {g.prompt_id} produced two groups"

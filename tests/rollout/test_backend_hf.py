@@ -34,7 +34,8 @@ def image_prompt() -> common_pb2.Prompt:
 
 
 def text_prompt() -> common_pb2.Prompt:
-    return common_pb2.Prompt(prompt_id="txt:0", messages_json=json.dumps([{"role": "user", "content": "1+1?"}]), answer="2")
+    msgs = [{"role": "user", "content": "1+1?"}]
+    return common_pb2.Prompt(prompt_id="txt:0", messages_json=json.dumps(msgs), answer="2")
 
 
 def sample(backend: HfBackend, inputs, n: int, max_new_tokens: int, abort: threading.Event | None = None):

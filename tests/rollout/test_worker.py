@@ -52,7 +52,8 @@ def metric(name: str, **labels: str) -> float:
 
 
 def test_async_failed_pull_keeps_the_old_version_and_is_counted(stack, start_in_process):
-    failures0, tokens0 = metric("eureka_rollout_weight_pull_failures_total", reason="pull"), metric("eureka_rollout_tokens_total")
+    failures0 = metric("eureka_rollout_weight_pull_failures_total", reason="pull")
+    tokens0 = metric("eureka_rollout_tokens_total")
     missing0 = metric("eureka_rollout_reward_item_errors_total", status="ITEM_STATUS_UNSPECIFIED")
     w = start_in_process("async-worker", reward_batch_items=2)  # also: a batch's Verify split in calls of 2
     served = w.worker.weights.version
