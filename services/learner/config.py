@@ -39,12 +39,17 @@ class LearnerConfig(ServiceSettings):
     )
 
     @model_validator(mode="after")
-    def _check_batch(self) -> "LearnerConfig":
+    def _check(self) -> "LearnerConfig":
         per_micro = self.world_size * self.micro_batch_groups
         if self.batch_groups % per_micro:
             raise ValueError(
                 f"train_batch_groups ({self.batch_groups}) must be a multiple of world_size x micro_batch_groups "
                 f"({self.world_size} x {self.micro_batch_groups}); change one of them"
+            )
+        if self.zero_stage == 3 and not self.recipe.freeze_vision:
+            raise ValueError(
+                "zero_stage 3 needs a frozen vision tower (recipe.freeze_vision=true): under ZeRO-3 every process "
+                "must run the same modules, and prompts with and without images do not; train it with zero_stage <= 2"
             )
         return self
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,22 +68,58 @@ def ds_config(cfg: LearnerConfig, bf16: bool) -> dict[str, Any]:
     }
 
 
+class _ThroughEngine:
+    """The HF model as code that takes a model sees it, but calls go through `engine.forward`: DeepSpeed
+    keeps its gradient-accumulation state there (ZeRO-1/2 clear, ZeRO-3 count micro steps on each forward)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._engine(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine.module, name)
+
+
+VISION_PREFIX = "model.visual."  # where Qwen2.5-VL keeps its vision tower
+
+
 @dataclass
 class Engine:
     engine: Any  # deepspeed.DeepSpeedEngine
     scheduler: Any
     reference: Any | None  # frozen reference model for the KL term, only when kl_coef > 0
     zero_stage: int
+    # Under ZeRO-3 every rank must make the same collective parameter gathers, but a rank whose prompts
+    # have no image skips the vision tower. So the (frozen) tower is kept out of DeepSpeed there:
+    # replicated on every rank, attached to the model only for a forward.
+    vision: Any | None = None
 
     @property
     def model(self) -> Any:
         return self.engine.module
 
+    @contextmanager
+    def forward_ready(self) -> Iterator[Any]:
+        """The model for a training forward: called through the DeepSpeed engine, vision tower in place."""
+        if self.vision is None:
+            yield _ThroughEngine(self.engine)
+            return
+        self.model.model.visual = self.vision
+        try:
+            yield _ThroughEngine(self.engine)
+        finally:
+            del self.model.model.visual
+
     def consolidated_state_dict(self) -> dict[str, Any] | None:
         """The full state dict on rank 0 (None elsewhere). Under ZeRO-3 every rank must call this."""
-        if self.zero_stage == 3:
-            return self.engine._zero3_consolidated_16bit_state_dict()  # noqa: SLF001 - DeepSpeed's gather API
-        return self.model.state_dict() if self.engine.global_rank == 0 else None
+        if self.zero_stage != 3:
+            return self.model.state_dict() if self.engine.global_rank == 0 else None
+        sd = self.engine._zero3_consolidated_16bit_state_dict()  # noqa: SLF001 - DeepSpeed's gather API
+        if sd is not None and self.vision is not None:
+            sd.update({VISION_PREFIX + k: v.detach().cpu() for k, v in self.vision.state_dict().items()})
+        return sd
 
     def save(self, root: Path, tag: str, client_state: dict[str, Any]) -> None:
         """DeepSpeed checkpoint under root/tag on every rank, then fsync so it survives a crash."""
@@ -139,13 +177,19 @@ def build_engine(cfg: LearnerConfig, model_path: Path) -> Engine:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine_lr(step, cfg.total_steps, r.lr, r.min_lr, r.warmup_ratio) / r.lr
     )
+    vision = None
+    if cfg.zero_stage == 3:  # the frozen vision tower stays out of ZeRO-3 (see Engine.vision)
+        vision = model.model.visual
+        del model.model.visual
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config(cfg, bf16)
     )
+    if vision is not None:
+        vision.to(engine.device, dtype=torch.bfloat16 if bf16 else torch.float32)
     reference = None
     if r.kl_coef > 0:
         reference = load_model(model_path, dtype="bfloat16" if bf16 else "float32", device=str(engine.device))
         reference.requires_grad_(False)
     log.info("engine ready", zero_stage=cfg.zero_stage, bf16=bf16, world_size=engine.world_size,
              trainable_params=sum(p.numel() for p in params), grad_accum_steps=cfg.grad_accum_steps)
-    return Engine(engine, scheduler, reference, cfg.zero_stage)
+    return Engine(engine, scheduler, reference, cfg.zero_stage, vision)

@@ -78,7 +78,8 @@ def micro_batch_loss(eng: Engine, batch: list[Prepared], recipe: RecipeConfig, p
     for g in batch:
         # An empty response still takes part (one masked pad token) so every rank runs the same backward.
         responses = [r if r else [pad_id] for r in g.responses]
-        lp, ent = response_logprobs(eng.model, g.inputs, responses, recipe.temperature, with_entropy=True)
+        with eng.forward_ready() as model:
+            lp, ent = response_logprobs(model, g.inputs, responses, recipe.temperature, with_entropy=True)
         logps += lp
         entropies += ent
         if eng.reference is not None:

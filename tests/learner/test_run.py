@@ -59,8 +59,9 @@ def test_one_process_zero0_three_steps(world) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_zero2_twenty_steps(world) -> None:
-    learner = world.learner("--world-size", "2", "--zero-stage", "2", "--total-steps", "20", "--checkpoint-every", "5")
+@pytest.mark.parametrize("zero_stage", ["2", "3"])
+def test_two_processes_twenty_steps(world, zero_stage: str) -> None:
+    learner = world.learner("--world-size", "2", "--zero-stage", zero_stage, "--total-steps", "20", "--checkpoint-every", "5")
     with world.producer() as producer:
         _finish(world, learner, producer, 20)
     assert [r["policy_version"] for r in learner.metrics()] == list(range(1, 21))

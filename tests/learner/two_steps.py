@@ -1,0 +1,41 @@
+"""Helper process for test_stages.py: two optimizer steps on fixed groups under one ZeRO stage; saves the weights.
+
+    python tests/learner/two_steps.py STAGE MODEL_DIR OUT.pt
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from eureka.v1 import buffer_pb2, common_pb2
+
+from services.learner.config import LearnerConfig
+from services.learner.engine import build_engine, init_distributed
+from services.learner.step import train_step
+
+
+def groups(flip: bool) -> list[buffer_pb2.TrajectoryGroup]:
+    out = []
+    for k in range(2):
+        samples = [buffer_pb2.Sample(response_token_ids=[20 + k, 21, 22 + i], behaviour_logprobs=[-6.0, -6.1, -6.2],
+                                     reward=float((i + flip) % 2), accuracy=float(i % 2), finish_reason="stop")
+                   for i in range(4)]
+        out.append(buffer_pb2.TrajectoryGroup(
+            group_id=f"p{k}#1", prompt_id=f"p{k}", attempt=1, prompt=common_pb2.Prompt(prompt_id=f"p{k}"),
+            prompt_token_ids=[30, 31, 32, 33 + k], samples=samples))
+    return out
+
+
+def main() -> None:
+    stage, model, out = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    init_distributed()
+    cfg = LearnerConfig(zero_stage=stage, train_batch_groups=2, model_path=model, total_steps=5, recipe={"lr": 1e-3})
+    eng = build_engine(cfg, model)
+    norms = [train_step(eng, groups(flip), cfg.recipe, 1, 0).grad_norm for flip in (False, True)]
+    torch.save({"norms": norms, "state_dict": {k: v.clone() for k, v in eng.consolidated_state_dict().items()}}, out)
+
+
+if __name__ == "__main__":
+    main()
