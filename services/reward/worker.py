@@ -1,4 +1,4 @@
-"""Main of one verifier process: receive items on a pipe, score them on this process's main thread, send scores.
+"""Main of one verifier process: receive chunks of items on a pipe, score them on this main thread, send scores.
 
 math-verify guards parse/verify with `signal.alarm`, which only works on a main thread; the parent's
 hard per-item timeout (kill and replace) covers what the alarm cannot interrupt (a huge integer power).
@@ -22,7 +22,10 @@ def _limit_memory(mb: int) -> None:
 
 
 def run(conn: Connection, min_think_chars: int, inner_timeout_s: int, memory_mb: int) -> None:
-    """Serve items until the pipe closes or a None arrives; the parent kills this process on a timeout."""
+    """Score chunks of items until the pipe closes or a None arrives, sending one score per item as it is done.
+
+    The parent kills this process on a timeout.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     _limit_memory(memory_mb)
     score_item(ItemInput("<think>x</think><answer>1/2</answer>", "0.5"), min_think_chars, inner_timeout_s)  # warm sympy
@@ -34,8 +37,9 @@ def run(conn: Connection, min_think_chars: int, inner_timeout_s: int, memory_mb:
             return
         if msg is None:
             return
-        try:
-            score = score_item(ItemInput(*msg), min_think_chars, inner_timeout_s)
-        except Exception as e:  # the worker's edge: report the item as failed instead of dying on it
-            score = ItemScore(0.0, 0.0, "", Status.INVALID, f"verification failed ({type(e).__name__}); scored 0")
-        conn.send(score)
+        for fields in msg:
+            try:
+                score = score_item(ItemInput(*fields), min_think_chars, inner_timeout_s)
+            except Exception as e:  # the worker's edge: report the item as failed instead of dying on it
+                score = ItemScore(0.0, 0.0, "", Status.INVALID, f"verification failed ({type(e).__name__}); scored 0")
+            conn.send(score)
