@@ -134,6 +134,14 @@ class Stack:
         self.procs.append(proc)
         return proc, port
 
+    def start_reward(self) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [*EUREKA, "reward", "serve", "--grpc-port", str(self.reward_port), "--http-port", str(free_port()),
+             "--metrics-port", "0", "--workers", "1"],
+            cwd=REPO, stdout=open(self.tmp / "reward.log", "a"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        self.procs.append(proc)
+        return proc
+
     def status(self, port: int) -> rollout_pb2.RolloutStatus:
         return rollout_pb2_grpc.RolloutServiceStub(channel(port)).GetStatus(rollout_pb2.GetStatusRequest(), timeout=5)
 
@@ -178,10 +186,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_path: Path) -> Iterator
          "--lease-s", "3", "--max-attempts", "5"],
         cwd=REPO, env=env,
         stdout=open(tmp / "buffer.log", "w"), stderr=subprocess.STDOUT))  # noqa: SIM115
-    st.procs.append(subprocess.Popen(
-        [*EUREKA, "reward", "serve", "--grpc-port", str(st.reward_port), "--http-port", str(free_port()),
-         "--metrics-port", "0", "--workers", "1"],
-        cwd=REPO, stdout=open(tmp / "reward.log", "w"), stderr=subprocess.STDOUT))  # noqa: SIM115
+    st.start_reward()
     try:
         wait_serving(channel(st.buffer_port), timeout_s=60)
         wait_serving(channel(st.reward_port), timeout_s=60)
