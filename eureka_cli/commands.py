@@ -31,5 +31,6 @@ COMMANDS: list[Command] = [
             "shared.model.cli:MakeBaseSettings", "shared.model.cli:make_base", "make_base"),
     Command(("eval",), "accuracy, format rate and length per task family of a model on a JSONL set",
             "shared.model.evaluate:EvalSettings", "shared.model.evaluate:main", "eval"),
-    Command(("up",), "start redis and every service locally and train on the small world", None, None, "up"),
+    Command(("up",), "start redis and every service locally and train on the small world",
+            "eureka_cli.local.config:UpConfig", "eureka_cli.local.run:main", "up"),
 ]

@@ -1,0 +1,44 @@
+"""Settings of `eureka up`: the run folder, process counts, and the small-world recipe it trains with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from shared.config import EurekaSettings, RecipeConfig
+
+# The small world (CPU demo): the design's recipe with sizes a 2-core machine finishes in minutes.
+# lr is far above MM-Eureka's 1e-6 because the tiny base is a few million parameters trained from scratch.
+SMALL_WORLD_RECIPE = RecipeConfig(
+    n_samples=8,
+    rollout_batch_prompts=8,
+    max_prompt_tokens=1024,
+    max_response_tokens=48,
+    lr=2e-4,
+    min_lr=2e-5,
+    max_staleness=4,
+)
+
+
+class UpConfig(EurekaSettings):
+    """`eureka up`: Redis + reward + buffer + learner + rollout workers on 127.0.0.1, then the held-out eval."""
+
+    run_dir: Path = Field(Path("runs/demo"), description="config, logs, metrics.jsonl, checkpoints, curves.png, summary.json")
+    resume: bool = Field(False, description="continue the run in run_dir from its last checkpoint")
+    mode: Literal["async", "sync"] = Field("async", description="async (max_staleness) or sync (OpenRLHF schedule)")
+    steps: int = Field(40, ge=1, description="learner steps (= policy versions)")
+    rollout_workers: int = Field(2, ge=1, le=16, description="rollout worker processes")
+    learner_procs: int = Field(2, ge=1, le=8, description="learner processes (torchrun, gloo on CPU)")
+    zero_stage: int = Field(2, ge=0, le=3)
+    checkpoint_every: int = Field(5, ge=1)
+    train_data: Path | None = Field(None, description="MM-Eureka JSONL (default: the synthetic train split)")
+    heldout_data: Path | None = Field(None, description="MM-Eureka JSONL (default: the synthetic held-out split)")
+    model_path: Path | None = Field(None, description="base checkpoint (default: the cached tiny base, built if missing)")
+    eval_limit: int = Field(200, ge=1, description="held-out problems evaluated before and after")
+    redis_fsync: Literal["everysec", "always"] = "everysec"
+    service_token: SecretStr | None = Field(None, description="token for every service (default: a random one per run)")
+    start_timeout_s: float = Field(180.0, gt=0, description="how long every service gets to answer its health check")
+    seed: int = 0
+    recipe: RecipeConfig = SMALL_WORLD_RECIPE
