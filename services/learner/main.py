@@ -117,7 +117,7 @@ def run(cfg: LearnerConfig) -> int:
     from deepspeed.utils import logger as ds_logger
 
     from services.learner.engine import build_engine, init_distributed
-    from shared.grpc_server import stop_event_on_signals, wait_until_stopped
+    from shared.grpc_server import stop_event_on_signals
 
     ds_logger.setLevel(logging.WARNING)
     stop = stop_event_on_signals()
@@ -178,6 +178,8 @@ def run(cfg: LearnerConfig) -> int:
 def _hold(stop: Any, control: Any) -> None:
     """Rank 0 waits for the stop signal, then releases the others (they wait in the broadcast)."""
     import torch.distributed as dist
+
+    from shared.grpc_server import wait_until_stopped
 
     if dist.get_rank() == 0:
         wait_until_stopped(stop)
