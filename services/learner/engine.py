@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from services.learner.config import LearnerConfig
+from services.learner.state import fsync_tree
 from shared.logs import get_logger
 
 log = get_logger("learner.engine")
@@ -136,27 +137,6 @@ class Engine:
         if path is None:
             raise FileNotFoundError(f"DeepSpeed checkpoint {root / tag} could not be loaded; is the run dir intact?")
         return client_state or {}
-
-
-def fsync_tree(path: Path) -> None:
-    """fsync every file under `path` and the directories themselves."""
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def build_engine(cfg: LearnerConfig, model_path: Path) -> Engine:

@@ -32,12 +32,25 @@ class Checkpoint:
     entry_ids: list[str] = field(default_factory=list)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file under `path`, the directories themselves and the parent (a DeepSpeed tag dir)."""
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+    fsync_dir(path.parent)
 
 
 def write_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
@@ -48,7 +61,7 @@ def write_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(run_dir)
+    fsync_dir(run_dir)
 
 
 def read_checkpoint(run_dir: Path) -> Checkpoint | None:

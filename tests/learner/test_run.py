@@ -82,3 +82,12 @@ def test_kill9_between_checkpoints_then_resume(world) -> None:
     steps = [r["step"] for r in second.metrics()]
     assert steps[-1] == 20 and 6 in steps[7:]  # steps after the checkpoint were trained again
     _check_exactly_once(world, second, producer, 20)
+
+
+@pytest.mark.slow
+def test_sync_mode_trains_only_the_latest_version(world) -> None:
+    learner = world.learner("--mode", "sync", "--zero-stage", "0", "--total-steps", "4", "--checkpoint-every", "4")
+    with world.producer() as producer:
+        _finish(world, learner, producer, 4)
+    assert [r["staleness"] for r in learner.metrics()] == [[0, 0, 0, 0]] * 4
+    _check_exactly_once(world, learner, producer, 4)
