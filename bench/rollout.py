@@ -5,7 +5,8 @@ question each), the same sampling (n samples, temperature 1, top_p 1, stop on <|
 length) and the same torch thread count on both paths. Service path: redis, the buffer and reward
 services and one `eureka rollout serve` process pulling its weights from a weight stream; the clock
 runs from EnqueuePrompts to the last group read back by a learner-style SampleGroups (claim, weight
-check, generation with behaviour log-probs, Verify, PutGroup included). Bare path: `model.generate` in
+check, generation with behaviour log-probs, Verify, PutGroup included; `worker_generate_share` is the
+part of that time the worker spent inside `generate`). Bare path: `model.generate` in
 this process on the prompts' inputs, tokens counted up to the stop. The two alternate round by round.
 Writes bench/results/rollout.json.
 
@@ -81,21 +82,22 @@ def bare_round(model, tok, prompts, samples: int, max_tokens: int) -> tuple[int,
     return tokens, time.perf_counter() - start
 
 
-def service_round(buffer, prompts, cursor: int) -> tuple[int, float]:
-    """Enqueue the prompts and read their groups back; (response tokens, seconds)."""
+def service_round(buffer, prompts, cursor: int) -> tuple[int, float, float]:
+    """Enqueue the prompts and read their groups back; (response tokens, seconds, worker generate seconds)."""
     start = time.perf_counter()
     buffer.EnqueuePrompts(buffer_pb2.EnqueuePromptsRequest(prompts=prompts, cursor_start=cursor,
                                                            cursor_end=cursor + len(prompts)))
-    tokens, got = 0, 0
+    tokens, got, batches = 0, 0, {}
     while got < len(prompts):
         reply = buffer.SampleGroups(buffer_pb2.SampleGroupsRequest(
             consumer="bench", num_groups=1, policy_version=0, max_staleness=1000, filter_low=0.0, filter_high=1.0,
             wait_ms=60_000), timeout=90)
         for sg in reply.groups:
             tokens += sum(len(s.response_token_ids) for s in sg.group.samples)
+            batches[sg.group.generate_seconds] = True  # one value per generation batch
             got += 1
         buffer.AckGroups(buffer_pb2.AckGroupsRequest(consumer="bench", entry_ids=[g.entry_id for g in reply.groups]))
-    return tokens, time.perf_counter() - start
+    return tokens, time.perf_counter() - start, sum(batches)
 
 
 def main() -> int:
@@ -147,17 +149,19 @@ def main() -> int:
         assert status.GetStatus(rollout_pb2.GetStatusRequest()).state == rollout_pb2.WORKER_STATE_RUNNING
         buffer = buffer_pb2_grpc.BufferServiceStub(channel(ports["buffer"]))
         print("warm-up round (not timed)", flush=True)
-        service_round(buffer, make_prompts(0, 2), 0)
+        service_round(buffer, make_prompts(0, 2), 0)  # also: the worker's first generate
         bare_round(model, tok, make_prompts(0, 2), args.samples, args.max_tokens)
         cursor = 2
         totals = {"service": [0, 0.0], "bare": [0, 0.0]}
+        generating = 0.0  # seconds the worker spent inside generate during the service rounds
         for r in range(args.rounds):
             prompts = make_prompts(cursor, args.prompts)
             for path in ("bare", "service") if r % 2 == 0 else ("service", "bare"):
                 if path == "bare":
                     tokens, seconds = bare_round(model, tok, prompts, args.samples, args.max_tokens)
                 else:
-                    tokens, seconds = service_round(buffer, prompts, cursor)
+                    tokens, seconds, gen_s = service_round(buffer, prompts, cursor)
+                    generating += gen_s
                 totals[path][0] += tokens
                 totals[path][1] += seconds
                 rate = tokens / seconds
@@ -170,6 +174,7 @@ def main() -> int:
             "service_tokens_per_s": round(service_tps, 1),
             "bare_generate_tokens_per_s": round(bare_tps, 1),
             "ratio": round(service_tps / bare_tps, 3),
+            "worker_generate_share": round(generating / totals["service"][1], 3),
             "target_ratio": 0.85,
             "rounds": args.rounds, "prompts_per_round": args.prompts, "samples_per_prompt": args.samples,
             "max_response_tokens": args.max_tokens, "torch_threads": args.threads,
