@@ -85,6 +85,9 @@ def create_channel(target: str, grpc_cfg: GrpcConfig, security: SecurityConfig) 
         ("grpc.max_receive_message_length", grpc_cfg.max_message_bytes),
         ("grpc.max_send_message_length", grpc_cfg.max_message_bytes),
         ("grpc.enable_retries", 1),
+        # Reconnect quickly after a peer restarts (the default backoff grows to two minutes).
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
         ("grpc.service_config", _service_config(grpc_cfg)),
     ]
     if security.tls_ca is not None:

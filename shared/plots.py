@@ -9,7 +9,7 @@ CURVES = (
     ("reward", "reward mean"),
     ("accuracy", "accuracy"),
     ("format", "format rate"),
-    ("response_length", "response length (tokens)"),
+    ("response_tokens", "response length (tokens)"),
     ("reflection_rate", "reflection-phrase rate"),
 )
 

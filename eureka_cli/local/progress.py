@@ -57,7 +57,7 @@ class Progress:
         self.bar.n = int(last.get("step", len(self.rows)))
         self.bar.set_postfix(
             v=last.get("policy_version"), reward=_f(last.get("reward")), acc=_f(last.get("accuracy")),
-            fmt=_f(last.get("format")), len=_f(last.get("response_length"), 1), stale=_f(last.get("staleness_mean"), 1),
+            fmt=_f(last.get("format")), len=_f(last.get("response_tokens"), 1), stale=_f(last.get("staleness_mean"), 1),
             tok_s=f"{rate:.0f}",
         )
         self.bar.refresh()

@@ -29,6 +29,7 @@ from shared.logs import get_logger, setup_logging
 
 log = get_logger("learner")
 
+FINAL_DIR = "final"  # the last version as an HF checkpoint directory
 SETTINGS_ENV = "LEARNER_CHILD_SETTINGS"  # no EUREKA_ prefix: not a settings variable itself
 
 
@@ -164,6 +165,8 @@ def run(cfg: LearnerConfig) -> int:
             if stopping:
                 log.info("stopping on signal", step=step)
                 break
+        if r0 is not None and step >= cfg.total_steps:
+            _save_final(cfg, r0, model_path)
         if cfg.hold_after_done and not stop.is_set():
             log.info("training done, serving the final weights until stopped", policy_version=step)
             _hold(stop, control)
@@ -173,6 +176,18 @@ def run(cfg: LearnerConfig) -> int:
     log.info("learner finished", step=step, rank=rank)
     dist.destroy_process_group()
     return 0
+
+
+def _save_final(cfg: LearnerConfig, r0: Rank0, model_path: Path) -> None:
+    """The last published weights as a plain HF checkpoint in `<run_dir>/final` (for `eureka eval`)."""
+    from shared.model.io import load_model, load_tokenizer, save_model
+    from shared.weights import deserialize_state_dict
+
+    version, blob, _ = r0.store.current()
+    model = load_model(model_path, freeze_vision=False)
+    model.load_state_dict(deserialize_state_dict(blob))
+    save_model(model, load_tokenizer(model_path), cfg.run_dir / FINAL_DIR)
+    log.info("final model saved", policy_version=version, path=str(cfg.run_dir / FINAL_DIR))
 
 
 def _hold(stop: Any, control: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shared.metrics import counter, gauge, histogram
+from shared.reflection import reflection_rate
 
 if TYPE_CHECKING:
     from eureka.v1 import buffer_pb2
@@ -46,8 +47,10 @@ def batch_stats(groups: list[buffer_pb2.TrajectoryGroup], version: int) -> dict[
         "accuracy": sum(s.accuracy for s in samples) / n,
         "format": sum(s.format for s in samples) / n,
         "response_tokens": sum(len(s.response_token_ids) for s in samples) / n,
+        "reflection_rate": reflection_rate([s.response_text for s in samples]),
         "samples": len(samples),
         "staleness": staleness,
+        "staleness_mean": sum(staleness) / max(len(staleness), 1),
     }
 
 
