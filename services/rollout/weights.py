@@ -46,9 +46,13 @@ class WeightSync:
         return self.last_published
 
     def refresh(self) -> bool:
-        """Pull when a newer version is published; True when the served version changed."""
+        """Pull when the published version differs from the served one; True when the served version changed.
+
+        A lower published version means the learner restarted from a checkpoint: the newer weights it
+        served before were thrown away, so the worker follows it back.
+        """
         published = self.published()
-        if published is None or (self.version is not None and published <= self.version):
+        if published is None or published == self.version:
             return False
         return self.pull(published)
 
