@@ -79,9 +79,16 @@ def run(cmd: Command, args: argparse.Namespace) -> int:
     try:
         settings = load_settings(_load(cmd.settings), args.config, cmd.section, **nest_overrides(flat))
     except (ValidationError, ValueError) as e:
-        print(f"eureka {' '.join(cmd.words)}: invalid configuration:\n{e}", file=sys.stderr)
+        print(f"eureka {' '.join(cmd.words)}: invalid configuration:\n{_describe(e)}", file=sys.stderr)
         return 2
     return int(_load(cmd.entry)(settings) or 0)
+
+
+def _describe(e: ValueError) -> str:
+    """The error without the offending values: an input may hold the service token or the Redis password."""
+    if not isinstance(e, ValidationError):
+        return str(e)
+    return "\n".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors(include_input=False))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 A servicer raises `ServiceError` (or a subclass) with a gRPC code and a sentence; `map_errors`
 turns it into the status once, at the edge. Health checks (`grpc.health.v1`) are exempt from the
 token so kubelet gRPC probes work; every other method requires it when a token is configured.
+Requests that do not decode (e.g. invalid UTF-8 in a string field) get INVALID_ARGUMENT, not INTERNAL.
 """
 
 from __future__ import annotations
@@ -108,6 +109,44 @@ class TokenInterceptor(grpc.ServerInterceptor):
         return self._deny[(handler.request_streaming, handler.response_streaming)]
 
 
+class DecodeInterceptor(grpc.ServerInterceptor):
+    """Decodes requests inside the handler so undecodable bytes answer INVALID_ARGUMENT with a sentence.
+
+    grpc-python otherwise answers INTERNAL ("Exception deserializing request") before any servicer runs.
+    """
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        decode, method = handler.request_deserializer, handler_call_details.method
+
+        def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                return decode(raw)
+            except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError, custom deserializers anything
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"request to {method} is not a valid message ({type(e).__name__}); send the documented proto")
+
+        def parse_all(raws: Iterable[bytes], context: grpc.ServicerContext) -> Iterable[Any]:
+            for raw in raws:
+                yield parse(raw, context)
+
+        if handler.request_streaming:
+            inner = handler.stream_stream or handler.stream_unary
+            behaviour = lambda raws, context: inner(parse_all(raws, context), context)  # noqa: E731
+        else:
+            inner = handler.unary_unary or handler.unary_stream
+            behaviour = lambda raw, context: inner(parse(raw, context), context)  # noqa: E731
+        make = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(handler.request_streaming, handler.response_streaming)]
+        return make(behaviour, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
 def server_options(cfg: GrpcConfig) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
@@ -131,7 +170,7 @@ class GrpcServer:
         self.cfg = grpc_cfg
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=grpc_cfg.workers),
-            interceptors=[TokenInterceptor(security)],
+            interceptors=[TokenInterceptor(security), DecodeInterceptor()],
             options=server_options(grpc_cfg),
         )
         names = list(add_servicers(self.server))

@@ -1,11 +1,13 @@
 """HTTP front door (FastAPI): `POST /v1/reward`, OpenRLHF's `POST /get_reward`, `/healthz`, `/readyz`, `/metrics`.
 
 Every error is a 4xx with a sentence (`{"error": ...}`): malformed JSON, wrong types and null fields are
-422, bodies over the cap 413, a missing or wrong bearer token 401, a full queue 429, a stopping server 503.
+422, bodies over the cap 413, a missing or wrong bearer token 401, a full queue or a client over its rate
+(`http_rate_per_s`, off by default) 429, a stopping server 503.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -130,8 +132,37 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(cfg: RewardConfig, verifier: RewardVerifier, is_ready: Callable[[], bool]) -> BodyLimit:
-    """The FastAPI app wrapped in the body-size limit (an ASGI app uvicorn serves)."""
+class RateLimit:
+    """ASGI middleware: a token bucket per client address; over it, 429 with a sentence (probes exempt)."""
+
+    _EXEMPT = ("/healthz", "/readyz")
+    _MAX_CLIENTS = 10_000
+
+    def __init__(self, app: Any, per_s: float, burst: int) -> None:
+        self.app, self.per_s, self.burst = app, per_s, burst
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, monotonic time of last update)
+
+    def _admit(self, client: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self.buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.per_s)
+        if len(self.buckets) >= self._MAX_CLIENTS and client not in self.buckets:
+            self.buckets = {c: v for c, v in self.buckets.items() if v[0] + (now - v[1]) * self.per_s < self.burst}
+        self.buckets[client] = (tokens - 1, now) if tokens >= 1 else (tokens, now)
+        return tokens >= 1
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.per_s or scope.get("path") in self._EXEMPT:
+            return await self.app(scope, receive, send)
+        client = (scope.get("client") or ("unknown", 0))[0]
+        if self._admit(client):
+            return await self.app(scope, receive, send)
+        sentence = f"too many requests from {client}: the limit is {self.per_s:g}/s (burst {self.burst}); slow down and retry"
+        await _error(429, sentence, retry_after=True)(scope, receive, send)
+
+
+def create_app(cfg: RewardConfig, verifier: RewardVerifier, is_ready: Callable[[], bool]) -> RateLimit:
+    """The FastAPI app wrapped in the rate and body-size limits (an ASGI app uvicorn serves)."""
     app = FastAPI(title="Eureka reward", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = verifier.metrics
 
@@ -201,7 +232,7 @@ def create_app(cfg: RewardConfig, verifier: RewardVerifier, is_ready: Callable[[
             "statuses": [r.status.value for r in results],
         }
 
-    return BodyLimit(app, cfg.max_http_body_bytes)
+    return RateLimit(BodyLimit(app, cfg.max_http_body_bytes), cfg.http_rate_per_s, cfg.http_rate_burst)
 
 
 class _Unauthorized(Exception):
