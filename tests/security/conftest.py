@@ -21,9 +21,11 @@ from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel, wait_serving
 from shared.redis_proc import RedisProc, free_port, start_redis
 
-TOKEN = "sec-token-7f3a9c1e5b2d4086"
-REDIS_PASSWORD = "sec-redis-pw-c4e8a2f6d0b9"
+TOKEN = "QzTkWmXvRbNpLhJg7s"
+REDIS_PASSWORD = "PwYuKoZiMxVcBn3q"
 SECRETS = (TOKEN, REDIS_PASSWORD)
+# Every 6-character piece of a secret: a shortened echo ('QzTkWm...Jg7s', as pydantic prints inputs) counts too.
+FRAGMENTS = tuple({s[i : i + 6] for s in SECRETS for i in range(len(s) - 5)})
 SERVERS = Path(__file__).with_name("servers.py")
 
 
