@@ -14,7 +14,8 @@ class AutoscalerConfig(ServiceSettings):
     namespace: str = Field("default", description="namespace of the rollout Deployment")
     deployment: str = Field("eureka-rollout", description="name of the rollout Deployment to scale")
     kube_api_url: str | None = Field(
-        None, description="Kubernetes API base URL without auth (kubectl proxy, tests); unset = in-cluster service account"
+        None,
+        description="Kubernetes API base URL without auth (kubectl proxy, tests); unset = in-cluster service account",
     )
     min_replicas: int = Field(1, ge=0, description="never fewer rollout replicas")
     max_replicas: int = Field(8, ge=1, description="never more rollout replicas")

@@ -38,7 +38,8 @@ class FakeApiServer:
 
 
 def _status(code: int, reason: str, message: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "message": message, "reason": reason, "code": code}
+    return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "message": message, "reason": reason,
+            "code": code}
 
 
 def handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
@@ -69,7 +70,8 @@ def handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 return self._reply(404, _status(404, "NotFound", f'deployments.apps "{name}" not found'))
             if verb == "patch":
                 if self.headers.get("Content-Type") not in (
-                    "application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json"
+                    "application/merge-patch+json", "application/strategic-merge-patch+json",
+                    "application/json-patch+json",
                 ):
                     return self._reply(415, _status(415, "UnsupportedMediaType", "unsupported patch type"))
                 replicas = body["spec"]["replicas"]

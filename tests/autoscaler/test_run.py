@@ -20,9 +20,9 @@ TOKEN = "autoscaler-test-token"
 def test_autoscaler_scales_rollout_from_the_real_buffer_backlog(redis_server: RedisProc, api: FakeApiServer,
                                                                 tmp_path: Path, clean_env: None) -> None:
     port = free_port()
-    buffer = start_eureka(["buffer", "serve", "--port", str(port), "--metrics-port", "0", "--redis.url", redis_server.url,
-                     "--redis.password", redis_server.password], {"EUREKA_SECURITY__SERVICE_TOKEN": TOKEN},
-                    tmp_path / "buffer.log")
+    buffer = start_eureka(["buffer", "serve", "--port", str(port), "--metrics-port", "0",
+                           "--redis.url", redis_server.url, "--redis.password", redis_server.password],
+                          {"EUREKA_SECURITY__SERVICE_TOKEN": TOKEN}, tmp_path / "buffer.log")
     scaler = None
     try:
         channel = create_channel(f"127.0.0.1:{port}", GrpcConfig(), SecurityConfig(service_token=TOKEN))

@@ -37,7 +37,8 @@ def prometheus(workdir: Path, targets: dict[str, list[str]] | None = None, inter
         pytest.fail("prometheus is not installed: run `make apt` (it apt-installs the prometheus package)")
     workdir.mkdir(parents=True, exist_ok=True)
     config = {"global": {"scrape_interval": interval, "evaluation_interval": interval},
-              "scrape_configs": [{"job_name": job, "static_configs": [{"targets": t}]} for job, t in (targets or {}).items()]}
+              "scrape_configs": [{"job_name": job, "static_configs": [{"targets": t}]}
+                                 for job, t in (targets or {}).items()]}
     if file_sd is not None:
         config["scrape_configs"].append({"job_name": "eureka", "file_sd_configs": [
             {"files": [str(file_sd)], "refresh_interval": "1s"}]})
@@ -59,7 +60,8 @@ def prometheus(workdir: Path, targets: dict[str, list[str]] | None = None, inter
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus did not become ready: {(workdir / 'prometheus.log').read_text()[-2000:]}")
+                log = (workdir / "prometheus.log").read_text()[-2000:]
+                raise RuntimeError(f"prometheus did not become ready: {log}")
             time.sleep(0.2)
         yield url
     finally:

@@ -10,7 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.helpers import CHART, CI_VALUES, DASHBOARDS, KUBE_VERSION, env_of, find, one, pod_spec, rendered, run_helm
+from tests.deploy.helpers import (CHART, CI_VALUES, DASHBOARDS, KUBE_VERSION, env_of, find, one, pod_spec, rendered,
+                                  run_helm)
 
 # Custom resources have no schema in kubernetes-validate; their fields are checked by the tests below.
 CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor"}
@@ -179,8 +180,8 @@ def test_keda_redis_streams_trigger_authenticates_with_the_redis_secret() -> Non
     docs = rendered("-f", str(CHART / "ci/keda-redis-values.yaml"))
     (trigger,) = one(docs, "ScaledObject", "eureka-rollout")["spec"]["triggers"]
     assert trigger["type"] == "redis-streams"
-    assert trigger["metadata"] == {"address": "eureka-redis:6379", "stream": "eureka:prompts", "consumerGroup": "rollout",
-                                   "pendingEntriesCount": "64"}
+    assert trigger["metadata"] == {"address": "eureka-redis:6379", "stream": "eureka:prompts",
+                                   "consumerGroup": "rollout", "pendingEntriesCount": "64"}
     auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "eureka-redis", "key": "password"}]
     # KEDA's operator must reach Redis through the NetworkPolicy.

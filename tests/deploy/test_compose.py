@@ -86,10 +86,9 @@ def test_compose_uses_the_charts_images() -> None:
     redis = pod_spec(one(docs, "StatefulSet", "eureka-redis"))["containers"][0]["image"]
     assert COMPOSE["services"]["redis"]["image"] == redis
     for name in SERVICES:
-        chart_image = pod_spec(one(docs, CHART_KIND.get(name, "Deployment"), f"eureka-{name}"))["containers"][0]["image"]
-        assert _default(COMPOSE["services"][name]["image"]) == chart_image, name
-        assert COMPOSE["services"][name]["command"] == pod_spec(
-            one(docs, CHART_KIND.get(name, "Deployment"), f"eureka-{name}"))["containers"][0]["args"]
+        container = pod_spec(one(docs, CHART_KIND.get(name, "Deployment"), f"eureka-{name}"))["containers"][0]
+        assert _default(COMPOSE["services"][name]["image"]) == container["image"], name
+        assert COMPOSE["services"][name]["command"] == container["args"], name
 
 
 def test_compose_uses_the_charts_ports() -> None:

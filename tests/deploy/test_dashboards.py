@@ -20,8 +20,9 @@ METRIC = re.compile(r"\beureka_[a-z0-9_]+\b")
 REQUIRED_PANELS = {
     "training.json": ["Reward", "Accuracy", "Format", "Response length", "Reflection rate", "Loss", "KL",
                       "Clip fraction", "Learning rate", "Policy version"],
-    "pipeline.json": ["tokens/s per pod", "backlog", "Pending", "Reclaimed", "Filtered and stale", "Weight pull latency",
-                      "version lag per pod", "Reward latency", "Reward timeouts", "Redis memory"],
+    "pipeline.json": ["tokens/s per pod", "backlog", "Pending", "Reclaimed", "Filtered and stale",
+                      "Weight pull latency", "version lag per pod", "Reward latency", "Reward timeouts",
+                      "Redis memory"],
 }
 
 

@@ -86,7 +86,8 @@ def test_recipe_values_load_as_the_recipe(component: str, clean_env: None, monke
     envs = chart_envs("--set", "recipe.n_samples=4", "--set", "recipe.advantage=rloo",
                       "--set", "recipe.adam_betas={0.9,0.99}", "--set", "recipe.freeze_vision=false")
     recipe = check(component, envs[component], monkeypatch).recipe
-    assert (recipe.n_samples, recipe.advantage, recipe.adam_betas, recipe.freeze_vision) == (4, "rloo", (0.9, 0.99), False)
+    got = (recipe.n_samples, recipe.advantage, recipe.adam_betas, recipe.freeze_vision)
+    assert got == (4, "rloo", (0.9, 0.99), False)
 
 
 def test_the_charts_recipe_schema_is_the_recipe_model() -> None:

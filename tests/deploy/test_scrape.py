@@ -26,11 +26,12 @@ def services(redis_server: RedisProc, tmp_path: Path, clean_env: None) -> Iterat
     env = {"EUREKA_SECURITY__SERVICE_TOKEN": TOKEN}
     ports = {name: free_port() for name in ("reward_grpc", "reward_http", "reward_metrics", "buffer", "buffer_metrics")}
     procs = [
-        start_eureka(["reward", "serve", "--grpc-port", str(ports["reward_grpc"]), "--http-port", str(ports["reward_http"]),
-                "--metrics-port", str(ports["reward_metrics"]), "--workers", "1"], env, tmp_path / "reward.log"),
+        start_eureka(["reward", "serve", "--grpc-port", str(ports["reward_grpc"]),
+                      "--http-port", str(ports["reward_http"]), "--metrics-port", str(ports["reward_metrics"]),
+                      "--workers", "1"], env, tmp_path / "reward.log"),
         start_eureka(["buffer", "serve", "--port", str(ports["buffer"]), "--metrics-port", str(ports["buffer_metrics"]),
-                "--stats-refresh-s", "0.5", "--redis.url", redis_server.url, "--redis.password", redis_server.password],
-               env, tmp_path / "buffer.log"),
+                      "--stats-refresh-s", "0.5", "--redis.url", redis_server.url,
+                      "--redis.password", redis_server.password], env, tmp_path / "buffer.log"),
     ]
     try:
         yield ports
@@ -51,7 +52,8 @@ def test_reward_and_buffer_panels_return_data_from_a_real_scrape(services: dict[
     wait_serving(buffer, timeout_s=60)
     targets = {"eureka-reward": [f"127.0.0.1:{services['reward_metrics']}"],
                "eureka-buffer": [f"127.0.0.1:{services['buffer_metrics']}"]}
-    panels = [(n, t, e) for n, t, e in dashboard_exprs() if _metric_services(e) and _metric_services(e) <= {"reward", "buffer"}]
+    panels = [(n, t, e) for n, t, e in dashboard_exprs()
+              if _metric_services(e) and _metric_services(e) <= {"reward", "buffer"}]
     assert len(panels) >= 10
     with prometheus(tmp_path / "prom", targets, interval="500ms") as url:
         items = [reward_pb2.VerifyItem(response="<think>1+1</think><answer>2</answer>", gold="2", item_id="a"),
