@@ -119,14 +119,22 @@ class _YamlSectionSource(PydanticBaseSettingsSource):
         if path is None:
             return {}
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError as e:
             raise ValueError(f"config file {path} does not exist; pass an existing YAML file to --config") from e
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"config file {path} is not a readable UTF-8 YAML file ({reason}); fix or replace it") from e
         if not isinstance(data, dict):
             raise ValueError(f"config file {path} must hold a mapping at the top level")
         if section and section in data:
             data = data[section]
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        bad = [k for k in data if not isinstance(k, str)]
+        if bad:
+            raise ValueError(f"config file {path} has the key {bad[0]!r}, which is not a name; keys are setting names")
+        return data
 
 
 S = TypeVar("S", bound=EurekaSettings)
