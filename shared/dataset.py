@@ -78,14 +78,20 @@ def read_jsonl(path: str | Path) -> ReadResult:
     if not p.is_file():
         raise FileNotFoundError(f"dataset {p} does not exist; pass an MM-Eureka JSONL file")
     result = ReadResult()
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
+    with p.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                result.skipped.append(f"{p}:{n}: not UTF-8 (byte {e.start + 1}); save the file as UTF-8")
+                continue
             except json.JSONDecodeError as e:
                 result.skipped.append(f"{p}:{n}: bad JSON ({e.msg} at column {e.colno})")
+                continue
+            except RecursionError:
+                result.skipped.append(f"{p}:{n}: JSON nested too deeply")
                 continue
             try:
                 result.records.append(parse_record(obj, p.parent, fallback_id=f"{p.stem}-{n}"))
