@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import time
@@ -116,7 +117,7 @@ def build_base(recipe: BaseRecipe, out: Path, progress: bool = True) -> dict[str
         bar.set_postfix(loss=f"{ema:.3f}")
     model.eval()
     stats = {"steps": recipe.steps, "final_loss_ema": ema, "train_seconds": round(time.monotonic() - start, 1)}
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # unique: two builders never share a temp dir
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tok, tmp)
     (tmp / "base_info.json").write_text(json.dumps({"recipe": recipe.model_dump(), **stats}, indent=2))

@@ -28,7 +28,7 @@ SPECIAL_TOKENS = [
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 EXTRA_CHARS = "°×÷√π∠△·−≤≥"
 CHARS = ["\n"] + [chr(c) for c in range(32, 127)] + list(EXTRA_CHARS)
-VOCAB_SIZE = 512
+VOCAB_SIZE = 1024  # embedding rows; the trained table holds fewer (the trainer runs out of merges)
 TABLE = Path(__file__).with_name("tokenizer.json")
 
 
@@ -52,7 +52,11 @@ def train_table(path: Path = TABLE) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     core = Tokenizer(models.BPE(unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_next")
+    # Numbers are split from what surrounds them, so "120" is the same token in "= 120.", "{120}" and
+    # "<answer>120</answer>": copying the value into the answer is then an identity for the model.
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(" ", behavior="merged_with_next"), pre_tokenizers.Digits(individual_digits=False)]
+    )
     core.decoder = decoders.Fuse()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,

@@ -48,7 +48,7 @@ def _base_band_check(base: Path, heldout: Path) -> None:
 
     greedy = evaluate(EvalSettings(model=base, data=heldout, greedy=True), progress=False)
     assert 0.05 <= greedy["overall"]["accuracy"] <= 0.40, greedy["overall"]
-    sampled = evaluate(EvalSettings(model=base, data=heldout, samples=8, limit=40), progress=False)
+    sampled = evaluate(EvalSettings(model=base, data=heldout, samples=8, limit=24), progress=False)
     assert sampled["overall"]["format"] < 0.3, sampled["overall"]
     assert sampled["overall"]["group_signal"] > 0.2, sampled["overall"]
 
