@@ -6,7 +6,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HELM_DIR := .tools/bin
 export PATH := $(CURDIR)/$(HELM_DIR):$(PATH)
 
-.PHONY: setup apt venv proto helm demo test test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights clean
+.PHONY: setup apt venv proto helm demo test test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-peer_trl clean
 
 setup: apt venv proto helm
 
@@ -56,6 +56,11 @@ bench: bench-reward bench-buffer bench-rollout bench-weights
 
 bench-%: setup
 	$(PY) bench/$*.py
+
+# The TRL peer needs the `bench` extra (not in requirements.lock): install it first.
+bench-peer_trl: setup
+	$(PY) -m pip install -q -r requirements-bench.lock
+	$(PY) bench/peer_trl.py
 
 clean:
 	rm -rf gen $(VENV) .tools

@@ -1,0 +1,34 @@
+"""bench/peer_trl.py end to end with 2 steps: both systems train, both are evaluated, the JSON is complete."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_peer_trl_two_steps(tmp_path: Path) -> None:
+    pytest.importorskip("trl", reason="the bench extra is not installed (pip install -r requirements-bench.lock)")
+    out = tmp_path / "peer_trl.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "peer_trl.py"), "--steps", "2", "--eval-limit", "8",
+         "--work-dir", str(tmp_path / "work"), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    samples_per_step = result["recipe"]["n_samples"] * result["recipe"]["rollout_batch_prompts"]
+    for name in ("eureka", "trl"):
+        assert result[name]["steps"] == 2
+        assert result[name]["samples"] == 2 * samples_per_step
+        assert result[name]["train_wall_s"] > 0
+        assert 0.0 <= result[name]["accuracy"] <= 1.0
+    assert (Path(result["trl"]["model_dir"]) / "config.json").is_file()
+    assert result["prompts"].startswith("image")
+    assert "trl step 2/2" in proc.stdout
