@@ -52,7 +52,9 @@ def main(cfg: UpConfig) -> int:
         token = cfg.service_token.get_secret_value() if cfg.service_token else secrets.token_urlsafe(24)
         redis = start_redis(run_dir / "redis", password=secrets.token_urlsafe(24), fsync=cfg.redis_fsync)
         ports = _start_services(sup, cfg, redis, token, train, base, learner_dir)
+        train_start = time.time()
         _follow(sup, cfg, learner_dir, ports)
+        train_s = time.time() - train_start
         _stop_services(sup, redis)
         redis = None
         final_eval = _evaluate(sup, "eval-final", learner_dir / "final", heldout, cfg, run_dir / "eval_final.json")
@@ -65,7 +67,7 @@ def main(cfg: UpConfig) -> int:
         _stop_services(sup, redis)
         print(f"eureka up: {e}")
         return 1
-    summary = _summary(cfg, run_dir, learner_dir, base_eval, final_eval, time.time() - started)
+    summary = _summary(cfg, run_dir, learner_dir, base_eval, final_eval, time.time() - started, train_s)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -171,7 +173,8 @@ def _stop_services(sup: Supervisor, redis: RedisProc | None) -> None:
         redis.stop()
 
 
-def _summary(cfg: UpConfig, run_dir: Path, learner_dir: Path, base: dict, final: dict, wall_s: float) -> dict:
+def _summary(cfg: UpConfig, run_dir: Path, learner_dir: Path, base: dict, final: dict, wall_s: float,
+             train_s: float) -> dict:
     from shared.plots import plot_curves, read_jsonl
 
     rows = read_jsonl(learner_dir / "metrics.jsonl")
@@ -182,6 +185,7 @@ def _summary(cfg: UpConfig, run_dir: Path, learner_dir: Path, base: dict, final:
         "mode": cfg.mode,
         "steps": rows[-1]["step"] if rows else 0,
         "wall_time_s": round(wall_s, 1),
+        "train_time_s": round(train_s, 1),
         "samples": sum(r.get("samples", 0) for r in rows),
         "tokens": tokens,
         "base": {k: base["overall"].get(k) for k in keys},
