@@ -53,6 +53,7 @@ class Keys:
         self.dead = prefix + "prompts:dead"  # stream: dead-lettered prompts
         self.groups = prefix + "groups"  # stream, group `learner`: trajectory groups
         self.group_ids = prefix + "groups:ids"  # hash group_id -> entry id (idempotency of put)
+        self.dropped = prefix + "groups:dropped"  # hash entry id -> why it was dropped (filtered / stale counter)
         self.returned = prefix + "groups:returned"  # hash consumer -> last entry id SampleGroups returned
         self.stats = prefix + "stats"  # hash: the counters of COUNTERS
 
@@ -281,7 +282,7 @@ class Buffer:
         for ids, counter, dest in ((filtered, "groups_filtered_total", out.filtered),
                                    (stale, "groups_stale_total", out.stale)):
             if ids:
-                self._ack(keys=[self.keys.groups, self.keys.stats], args=[GROUPS_GROUP, counter, *ids])
+                self._ack(keys=[self.keys.groups, self.keys.stats, self.keys.dropped], args=[GROUPS_GROUP, counter, *ids])
                 dest.extend(ids)
                 log.info("groups dropped", reason=counter.split("_")[1], n=len(ids), consumer=req.consumer,
                          policy_version=req.policy_version)

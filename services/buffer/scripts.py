@@ -108,13 +108,15 @@ redis.call('HINCRBY', KEYS[7], 'groups_put_total', 1)
 return {id, 0}
 """
 
-# KEYS: groups stream, stats. ARGV: group, counter field, entry_id, ...
-# Acks and deletes entries (learner ack, or a drop by the filter / staleness bound) and counts them.
+# KEYS: groups stream, stats[, dropped hash]. ARGV: group, counter field, entry_id, ...
+# Acks and deletes entries (learner ack, or a drop by the filter / staleness bound) and counts them;
+# a drop also records entry id -> counter in the dropped hash, so every put group stays accounted for.
 ACK = """
 local n = 0
 for i = 3, #ARGV do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     redis.call('XDEL', KEYS[1], ARGV[i])
+    if KEYS[3] then redis.call('HSET', KEYS[3], ARGV[i], ARGV[2]) end
     n = n + 1
   end
 end

@@ -107,3 +107,15 @@ def test_put_refused_when_redis_memory_is_near_maxmemory(buf: Buffer, redis_serv
         r.config_set("maxmemory", "0")
     assert buf.stats().groups_put_total == 0
     assert not put(buf, c).duplicate  # room again (after the one-second memory check window)
+
+
+def test_dropped_groups_are_recorded_even_when_the_sample_runs_out_of_time(buf: Buffer) -> None:
+    enqueue(buf, 0, 2)
+    cs = claim(buf, n=2)
+    too_easy = put(buf, cs[0], accuracies=(1.0, 1.0)).entry_id
+    kept = put(buf, cs[1], accuracies=(0.0, 1.0)).entry_id
+    with pytest.raises(DeadlineExceeded):  # the reply never names the drop: the dropped hash does
+        buf.sample_groups(sample_req(2, wait_ms=100, filter_low=0.1, filter_high=0.9))
+    dropped = {k.decode(): v.decode() for k, v in buf.r.hgetall(buf.keys.dropped).items()}
+    assert dropped == {too_easy: "groups_filtered_total"}
+    assert kept not in dropped
