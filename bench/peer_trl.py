@@ -11,6 +11,11 @@ one after the other. Wall-clock: launch to final checkpoint on disk (services or
 model load, every step, save), evaluations excluded; both are then evaluated by the same command
 (`eureka eval --greedy --limit N` on the held-out split). Writes bench/results/peer_trl.json.
 
+What differs by design: Eureka trains each step on 8 groups that pass its online filter (mean accuracy in
+[0.1, 0.9]), so it generates more than it trains on (`groups_filtered`), and runs async (samples up to
+max_staleness versions old, importance-corrected); TRL trains on-policy on the 8 groups it sampled, where a
+group with equal rewards contributes nothing. Prompt order differs (Eureka's buffer cursor, TRL's sampler).
+
     .venv/bin/python bench/peer_trl.py [--steps 20] [--eval-limit 200] [--trl-threads 1]
 """
 
@@ -75,8 +80,15 @@ def run_eureka(args: argparse.Namespace, work: Path, base_eval: Path) -> dict[st
     summary = json.loads((run_dir / "summary.json").read_text())
     final_eval = json.loads((run_dir / "eval_final.json").read_text())
     return {"train_wall_s": round(train_s or total_s, 1), "wall_with_final_eval_s": round(total_s, 1),
-            "steps": summary["steps"], "samples": summary["samples"], "final": final_eval["overall"],
-            "run_dir": str(run_dir)}
+            "steps": summary["steps"], "samples": summary["samples"], **dropped_groups(run_dir),
+            "final": final_eval["overall"], "run_dir": str(run_dir)}
+
+
+def dropped_groups(run_dir: Path) -> dict[str, int]:
+    """Groups the learner dropped (online filter, staleness): generated and scored, but not trained on."""
+    rows = [json.loads(line) for line in (run_dir / "learner" / "metrics.jsonl").read_text().splitlines() if line]
+    return {"groups_filtered": sum(r.get("filtered", 0) for r in rows),
+            "groups_stale": sum(r.get("stale", 0) for r in rows)}
 
 
 def make_processor(tokenizer: Any) -> Any:
