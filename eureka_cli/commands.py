@@ -33,4 +33,6 @@ COMMANDS: list[Command] = [
             "shared.model.evaluate:EvalSettings", "shared.model.evaluate:main", "eval"),
     Command(("up",), "start redis and every service locally and train on the small world",
             "eureka_cli.local.config:UpConfig", "eureka_cli.local.run:main", "up"),
+    Command(("chaos",), "eureka up under seeded kill -9 / pause / slow faults, then audit lost and duplicated work",
+            "eureka_cli.local.chaos:ChaosConfig", "eureka_cli.local.chaos:main", "chaos"),
 ]

@@ -38,6 +38,7 @@ class UpConfig(EurekaSettings):
     model_path: Path | None = Field(None, description="base checkpoint (default: the cached tiny base, built if missing)")
     eval_limit: int = Field(200, ge=1, description="held-out problems evaluated before and after")
     redis_fsync: Literal["everysec", "always"] = "everysec"
+    buffer_lease_s: float | None = Field(None, gt=0, description="buffer lease of a claimed prompt (default: the buffer's)")
     service_token: SecretStr | None = Field(None, description="token for every service (default: a random one per run)")
     start_timeout_s: float = Field(180.0, gt=0, description="how long every service gets to answer its health check")
     seed: int = 0

@@ -28,7 +28,7 @@ class Interrupted(Exception):
     """Ctrl-C or SIGTERM during the run."""
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
+def raise_interrupt(signum: int, frame: object) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -41,30 +41,30 @@ def main(cfg: UpConfig) -> int:
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"service_token"})))
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     started = time.time()
     sup = Supervisor(run_dir)
     redis: RedisProc | None = None
     try:
-        train, heldout, base = _prepare(cfg)
-        base_eval = _evaluate(sup, "eval-base", base, heldout, cfg, run_dir / "eval_base.json")
+        train, heldout, base = prepare(cfg)
+        base_eval = evaluate(sup, "eval-base", base, heldout, cfg, run_dir / "eval_base.json")
         token = cfg.service_token.get_secret_value() if cfg.service_token else secrets.token_urlsafe(24)
         redis = start_redis(run_dir / "redis", password=secrets.token_urlsafe(24), fsync=cfg.redis_fsync)
-        ports = _start_services(sup, cfg, redis, token, train, base, learner_dir)
+        ports = start_services(sup, cfg, redis, token, train, base, learner_dir)
         train_start = time.time()
         _follow(sup, cfg, learner_dir, ports)
         train_s = time.time() - train_start
-        _stop_services(sup, redis)
+        stop_services(sup, redis)
         redis = None
-        final_eval = _evaluate(sup, "eval-final", learner_dir / "final", heldout, cfg, run_dir / "eval_final.json")
+        final_eval = evaluate(sup, "eval-final", learner_dir / "final", heldout, cfg, run_dir / "eval_final.json")
     except Interrupted as e:
         log.warning("interrupted, stopping every process", signal=str(e))
-        _stop_services(sup, redis)
+        stop_services(sup, redis)
         print(f"stopped; continue with: eureka up --run-dir {cfg.run_dir} --resume")
         return 130
     except ProcessDied as e:
-        _stop_services(sup, redis)
+        stop_services(sup, redis)
         print(f"eureka up: {e}")
         return 1
     summary = _summary(cfg, run_dir, learner_dir, base_eval, final_eval, time.time() - started, train_s)
@@ -72,21 +72,21 @@ def main(cfg: UpConfig) -> int:
     return 0
 
 
-def _prepare(cfg: UpConfig) -> tuple[Path, Path, Path]:
+def prepare(cfg: UpConfig) -> tuple[Path, Path, Path]:
     """The train/held-out files (the synthetic world, made once into the cache) and the base model."""
-    from shared.model.cache import cache_root, ensure_base_model
+    from shared.model.cache import ensure_base_model, synthetic_dir
     from shared.model.cli import SyntheticSettings, make_synthetic
 
     train, heldout = cfg.train_data, cfg.heldout_data
     if train is None or heldout is None:
-        synth = SyntheticSettings(out=cache_root() / f"synthetic-seed{cfg.seed}", seed=cfg.seed)
+        synth = SyntheticSettings(out=synthetic_dir(cfg.seed), seed=cfg.seed)
         if not (synth.out / "heldout.jsonl").exists():
             make_synthetic(synth)
         train, heldout = train or synth.out / "train.jsonl", heldout or synth.out / "heldout.jsonl"
     return train, heldout, cfg.model_path or ensure_base_model()
 
 
-def _evaluate(sup: Supervisor, name: str, model: Path, data: Path, cfg: UpConfig, out: Path) -> dict:
+def evaluate(sup: Supervisor, name: str, model: Path, data: Path, cfg: UpConfig, out: Path) -> dict:
     """Greedy held-out evaluation (`eureka eval`) as a child process; cached in `out`."""
     if not out.exists():
         sup.start(name, eureka_argv("eval", "--model", str(model), "--data", str(data), "--limit", str(cfg.eval_limit),
@@ -96,7 +96,7 @@ def _evaluate(sup: Supervisor, name: str, model: Path, data: Path, cfg: UpConfig
     return json.loads(out.read_text())
 
 
-def _start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str, train: Path, base: Path,
+def start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str, train: Path, base: Path,
                     learner_dir: Path) -> dict[str, int]:
     from shared.config import GrpcConfig, SecurityConfig
     from shared.grpc_client import create_channel, wait_serving
@@ -107,7 +107,8 @@ def _start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str
     sup.start("reward", eureka_argv("reward", "serve", "--grpc-port", str(p["reward"]), "--http-port",
                                     str(p["reward_http"]), "--metrics-port", str(p["m_reward"])), env)
     sup.start("buffer", eureka_argv("buffer", "serve", "--port", str(p["buffer"]), "--metrics-port", str(p["m_buffer"]),
-                                    "--redis.url", redis.url),
+                                    "--redis.url", redis.url,
+                                    *(["--lease-s", str(cfg.buffer_lease_s)] if cfg.buffer_lease_s else [])),
               {**env, "EUREKA_REDIS__PASSWORD": redis.password})
     sup.start("learner", eureka_argv(
         "learner", "run", "--run-dir", str(learner_dir), "--data-path", str(train), "--model-path", str(base),
@@ -167,7 +168,7 @@ def _follow(sup: Supervisor, cfg: UpConfig, learner_dir: Path, p: dict[str, int]
                           f"{sup.procs['learner'].tail()}")
 
 
-def _stop_services(sup: Supervisor, redis: RedisProc | None) -> None:
+def stop_services(sup: Supervisor, redis: RedisProc | None) -> None:
     sup.stop_all()
     if redis is not None:
         redis.stop()
