@@ -88,7 +88,8 @@ def _describe(e: ValueError) -> str:
     """The error without the offending values: an input may hold the service token or the Redis password."""
     if not isinstance(e, ValidationError):
         return str(e)
-    return "\n".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors(include_input=False))
+    errors = e.errors(include_input=False)
+    return "\n".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in errors)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,7 +124,7 @@ class _YamlSectionSource(PydanticBaseSettingsSource):
             raise ValueError(f"config file {path} does not exist; pass an existing YAML file to --config") from e
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ValueError(f"config file {path} is not a readable UTF-8 YAML file ({reason}); fix or replace it") from e
+            raise ValueError(f"config file {path} is not a readable UTF-8 YAML file ({reason}); fix it") from e
         if not isinstance(data, dict):
             raise ValueError(f"config file {path} must hold a mapping at the top level")
         if section and section in data:

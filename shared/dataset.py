@@ -35,6 +35,13 @@ def _image_path(ref: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
 def parse_record(obj: Any, base: Path, fallback_id: str) -> Record:
     """One record from a decoded JSON line; raises ValueError with what is wrong."""
     if not isinstance(obj, dict):
@@ -60,8 +67,8 @@ def parse_record(obj: Any, base: Path, fallback_id: str) -> Record:
                 if not isinstance(ref, str) or not ref:
                     raise ValueError("an image part has no \"image\" path")
                 path = _image_path(ref, base)
-                if not path.is_file():
-                    raise ValueError(f"missing image {path}")
+                if not _is_file(path):
+                    raise ValueError(f"missing image {str(path)[:300]}")
                 paths.append(path)
     return Record(
         id=str(obj.get("id", fallback_id)),

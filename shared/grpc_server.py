@@ -125,8 +125,8 @@ class DecodeInterceptor(grpc.ServerInterceptor):
             try:
                 return decode(raw)
             except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError, custom deserializers anything
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"request to {method} is not a valid message ({type(e).__name__}); send the documented proto")
+                sentence = f"request to {method} is not a valid message ({type(e).__name__}); send the documented proto"
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, sentence)
 
         def parse_all(raws: Iterable[bytes], context: grpc.ServicerContext) -> Iterable[Any]:
             for raw in raws:

@@ -24,9 +24,10 @@ class RewardConfig(ServiceSettings):
     max_options: int = Field(26, ge=0, le=26, description="most multiple-choice options per item")
     max_http_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="HTTP request bodies above this get 413")
     http_rate_per_s: float = Field(
-        0.0, ge=0, allow_inf_nan=False, description="HTTP requests per second per client address (0 = no limit); above it 429"
+        0.0, ge=0, allow_inf_nan=False,
+        description="HTTP requests per second per client address (0 = no limit); above it 429",
     )
-    http_rate_burst: int = Field(50, ge=1, description="HTTP requests a client may send at once before the rate applies")
+    http_rate_burst: int = Field(50, ge=1, description="HTTP requests a client may send at once before the rate holds")
     instruct_format_weight: float = Field(0.5, ge=0, description="total = accuracy + weight x format (instruct mode)")
     pretrained_format_weight: float = Field(1.0, ge=0, description="total = accuracy + weight x format (pretrained mode)")
     pretrain_min_think_chars: int = Field(300, ge=0, description="pretrained format: a shorter think section scores 0")

@@ -157,7 +157,8 @@ class RateLimit:
         client = (scope.get("client") or ("unknown", 0))[0]
         if self._admit(client):
             return await self.app(scope, receive, send)
-        sentence = f"too many requests from {client}: the limit is {self.per_s:g}/s (burst {self.burst}); slow down and retry"
+        sentence = (f"too many requests from {client}: the limit is {self.per_s:g}/s (burst {self.burst}); "
+                    "slow down and retry")
         await _error(429, sentence, retry_after=True)(scope, receive, send)
 
 

@@ -33,7 +33,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if TALLY:
         total = sum(TALLY.values())
         terminalreporter.write_line(f"hostile inputs: {total} generated ({dict(sorted(TALLY.items()))})")
-        terminalreporter.write_line(f"hostile answers: {dict(sorted(OUTCOMES.items()))}")
+        bad = sum(n for k, n in OUTCOMES.items() if "INTERNAL" in k or "UNKNOWN" in k or k.startswith("http 5"))
+        terminalreporter.write_line(f"hostile answers: {dict(sorted(OUTCOMES.items()))}; 5xx/INTERNAL: {bad}")
 
 
 @dataclass

@@ -15,12 +15,13 @@ from tests.hostile.protogen import messages, mutated
 
 SERVICE = buffer_pb2.DESCRIPTOR.services_by_name["BufferService"]
 METHODS = {m.name: getattr(buffer_pb2, m.input_type.name) for m in SERVICE.methods}
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 AUTH = [("authorization", f"Bearer {TOKEN}")]
 
 
 def _prompt(i: int) -> common_pb2.Prompt:
-    return common_pb2.Prompt(prompt_id=f"h:{i}", messages_json='[{"role": "user", "content": "1+1?"}]', answer="2", cursor=i)
+    chat = '[{"role": "user", "content": "1+1?"}]'
+    return common_pb2.Prompt(prompt_id=f"h:{i}", messages_json=chat, answer="2", cursor=i)
 
 
 def _sample(acc: float) -> buffer_pb2.Sample:
@@ -32,16 +33,17 @@ def templates(claim: buffer_pb2.ClaimedPrompt) -> dict[str, object]:
     """One valid request per method (around the state the fixture made): mutations of these are near misses."""
     pid = claim.prompt.prompt_id
     group = buffer_pb2.TrajectoryGroup(group_id=f"{pid}#{claim.attempt}", prompt_id=pid, attempt=claim.attempt,
-                                       prompt=claim.prompt, prompt_token_ids=[1, 2, 3], samples=[_sample(0.0), _sample(1.0)],
-                                       worker_id="w1", created_unix=1.0)
+                                       prompt=claim.prompt, prompt_token_ids=[1, 2, 3],
+                                       samples=[_sample(0.0), _sample(1.0)], worker_id="w1", created_unix=1.0)
     return {
-        "EnqueuePrompts": buffer_pb2.EnqueuePromptsRequest(prompts=[_prompt(6), _prompt(7)], cursor_start=6, cursor_end=8),
+        "EnqueuePrompts": buffer_pb2.EnqueuePromptsRequest(prompts=[_prompt(6), _prompt(7)], cursor_start=6,
+                                                           cursor_end=8),
         "GetCursor": buffer_pb2.GetCursorRequest(),
         "ClaimPrompts": buffer_pb2.ClaimPromptsRequest(worker_id="w2", max_prompts=1, wait_ms=0),
         "ReleasePrompts": buffer_pb2.ReleasePromptsRequest(worker_id="w1", claim_ids=[claim.claim_id]),
         "PutGroup": buffer_pb2.PutGroupRequest(group=group, claim_id=claim.claim_id, worker_id="w1"),
-        "SampleGroups": buffer_pb2.SampleGroupsRequest(consumer="learner", num_groups=1, max_staleness=4, filter_low=0.0,
-                                                       filter_high=1.0, wait_ms=0),
+        "SampleGroups": buffer_pb2.SampleGroupsRequest(consumer="learner", num_groups=1, max_staleness=4,
+                                                       filter_low=0.0, filter_high=1.0, wait_ms=0),
         "AckGroups": buffer_pb2.AckGroupsRequest(consumer="learner", entry_ids=["1-0"]),
         "GetStats": buffer_pb2.GetStatsRequest(),
     }
@@ -78,7 +80,8 @@ class Tracker:
 @pytest.fixture(scope="module")
 def tracker(procs) -> Tracker:
     stub = buffer_pb2_grpc.BufferServiceStub(procs.channel("buffer"))
-    stub.EnqueuePrompts(buffer_pb2.EnqueuePromptsRequest(prompts=[_prompt(i) for i in range(6)], cursor_start=0, cursor_end=6))
+    prompts = [_prompt(i) for i in range(6)]
+    stub.EnqueuePrompts(buffer_pb2.EnqueuePromptsRequest(prompts=prompts, cursor_start=0, cursor_end=6))
     claims = stub.ClaimPrompts(buffer_pb2.ClaimPromptsRequest(worker_id="w1", max_prompts=3)).prompts
     t = templates(claims[0])
     stub.PutGroup(t["PutGroup"])
@@ -106,9 +109,10 @@ def test_random_calls_change_nothing_unless_accepted(tracker, data) -> None:
         tracker.call(method, raw)
 
 
-@settings(SETTINGS, max_examples=150)
+@settings(SETTINGS, max_examples=300)
 @given(method=st.sampled_from(sorted(METHODS)),
-       raw=st.one_of(st.binary(max_size=120), st.sampled_from([b"\x0a\x02\xff\xfe", b"\x0a\x03\x0a\x01\xc3", b"\xff" * 8])))
+       raw=st.one_of(st.binary(max_size=120),
+                     st.sampled_from([b"\x0a\x02\xff\xfe", b"\x0a\x03\x0a\x01\xc3", b"\xff" * 8])))
 def test_undecodable_bytes_change_nothing(tracker, method, raw) -> None:
     count("buffer gRPC raw bytes")
     tracker.call(method, raw)

@@ -29,8 +29,9 @@ def settings_class(path: str):
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), TEXT,
                     st.sampled_from(["-1", "0", "1e309", "nan", "[1,", "{}", "true", "/nonexistent", "0.0.0.0"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)),
-                      max_leaves=6)
+VALUES = st.recursive(
+    SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)),
+    max_leaves=6)
 
 
 def field_names(cls) -> list[str]:
@@ -57,8 +58,8 @@ def yaml_texts(draw, cls) -> str | bytes:
             data[draw(TEXT)] = draw(VALUES)  # an unknown key
         return yaml.safe_dump(data, allow_unicode=True)
     if kind == "text":
-        return draw(st.one_of(st.text(max_size=80), st.sampled_from(["a: [", ": : :", "- 1\n- 2", "x: !!python/object:os.system ls",
-                                                                     "&a [*a]", "'", "a: b: c", "\t- x"])))
+        odd = ["a: [", ": : :", "- 1\n- 2", "x: !!python/object:os.system ls", "&a [*a]", "'", "a: b: c", "\t- x", "?"]
+        return draw(st.one_of(st.text(max_size=80), st.sampled_from(odd)))
     return draw(st.binary(max_size=80))
 
 

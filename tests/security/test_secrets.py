@@ -23,7 +23,8 @@ def exercise(stack) -> None:
     buffer = buffer_pb2_grpc.BufferServiceStub(stack.channel("buffer"))
     cursor = buffer.GetCursor(buffer_pb2.GetCursorRequest()).cursor
     prompt = common_pb2.Prompt(prompt_id=f"sec:{cursor}", messages_json="[]", answer="2", cursor=cursor)
-    buffer.EnqueuePrompts(buffer_pb2.EnqueuePromptsRequest(prompts=[prompt], cursor_start=cursor, cursor_end=cursor + 1))
+    buffer.EnqueuePrompts(
+        buffer_pb2.EnqueuePromptsRequest(prompts=[prompt], cursor_start=cursor, cursor_end=cursor + 1))
     for token in (None, "wrong"):
         try:
             buffer_pb2_grpc.BufferServiceStub(stack.channel("buffer", token)).GetStats(buffer_pb2.GetStatsRequest())
@@ -31,7 +32,8 @@ def exercise(stack) -> None:
             assert e.code() == grpc.StatusCode.UNAUTHENTICATED
     with httpx.Client(base_url=stack.reward_url, timeout=30) as http:
         assert http.post("/v1/reward", json={"items": []}, headers={"authorization": "Bearer nope"}).status_code == 401
-        assert http.post("/get_reward", content=b"{bad", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 422
+        bad_json = http.post("/get_reward", content=b"{bad", headers={"authorization": f"Bearer {TOKEN}"})
+        assert bad_json.status_code == 422
 
 
 def bad_configs(stack) -> None:

@@ -38,7 +38,8 @@ def tls_stack(tmp_path_factory, cert) -> Iterator[dict[str, int]]:
 
 
 def tls_channel(port: int, cert, token: str | None = TOKEN) -> grpc.Channel:
-    return create_channel(f"127.0.0.1:{port}", GrpcConfig(deadline_s=10), SecurityConfig(service_token=token, tls_ca=cert.ca))
+    security = SecurityConfig(service_token=token, tls_ca=cert.ca)
+    return create_channel(f"127.0.0.1:{port}", GrpcConfig(deadline_s=10), security)
 
 
 @pytest.mark.parametrize("server", ["reward", "status"])
@@ -70,7 +71,8 @@ def test_grpc_tls_client_with_the_ca_works_and_still_needs_the_token(tls_stack, 
 def test_grpc_tls_client_without_the_ca_is_refused(tls_stack) -> None:
     channel = grpc.secure_channel(f"127.0.0.1:{tls_stack['reward']}", grpc.ssl_channel_credentials())  # system roots
     with pytest.raises(grpc.RpcError) as err:
-        reward_pb2_grpc.RewardServiceStub(channel).Verify(ITEM, timeout=3, metadata=[("authorization", f"Bearer {TOKEN}")])
+        auth = [("authorization", f"Bearer {TOKEN}")]
+        reward_pb2_grpc.RewardServiceStub(channel).Verify(ITEM, timeout=3, metadata=auth)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

@@ -53,8 +53,9 @@ def call(channel: grpc.Channel, path: str, client_streaming: bool, server_stream
          metadata: list[tuple[str, str]]) -> grpc.StatusCode:
     """Call `path` with an empty request and the given metadata; the status code it ends with."""
     ident = lambda b: b  # noqa: E731 - raw bytes in and out
-    kind = {(False, False): channel.unary_unary, (False, True): channel.unary_stream,
-            (True, False): channel.stream_unary, (True, True): channel.stream_stream}[(client_streaming, server_streaming)]
+    kinds = {(False, False): channel.unary_unary, (False, True): channel.unary_stream,
+             (True, False): channel.stream_unary, (True, True): channel.stream_stream}
+    kind = kinds[(client_streaming, server_streaming)]
     rpc = kind(path, request_serializer=ident, response_deserializer=ident)
     request = iter([b""]) if client_streaming else b""
     try:
