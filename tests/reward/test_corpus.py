@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 from eureka.v1 import reward_pb2
+
+from tests.reward.conftest import RewardProc, start_reward, stop_reward
 from tests.reward.corpus import CORPUS, Case
 
 _MODE = {"instruct": reward_pb2.REWARD_MODE_INSTRUCT, "pretrained": reward_pb2.REWARD_MODE_PRETRAINED}
@@ -25,6 +30,14 @@ def _batches() -> list[list[tuple[int, Case]]]:
 
 def _describe(i: int, case: Case, got: tuple) -> str:
     return f"case {i} ({case.note}): response={case.response[-80:]!r} gold={case.gold!r} expected {_expected(case)} got {got}"
+
+
+@pytest.fixture(scope="module")
+def reward_server() -> Iterator[RewardProc]:
+    """The corpus checks correctness, not the timeout: a generous per-item limit keeps it true on a loaded machine."""
+    r = start_reward("--item-timeout-s", "60")
+    yield r
+    stop_reward(r)
 
 
 def test_corpus_is_big_enough() -> None:
