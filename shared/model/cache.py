@@ -20,6 +20,13 @@ def base_model_dir() -> Path:
     return cache_root() / "tiny-base"
 
 
+def synthetic_dir(seed: int) -> Path:
+    """The cached synthetic data of a seed; the generator version is in the name, so stale data is never reused."""
+    from shared.model.synthetic import GENERATOR_VERSION
+
+    return cache_root() / f"synthetic-v{GENERATOR_VERSION}-seed{seed}"
+
+
 def base_is_current(path: Path | None = None) -> bool:
     """True when the cached base exists and was built by the current recipe."""
     from shared.model.pretrain import BaseRecipe

@@ -22,7 +22,7 @@ from pydantic import Field
 from shared.config import StrictModel
 from shared.model.corpus import CorpusMix
 
-CORPUS_VERSION = 1  # bump when corpus.py or synthetic.py change what documents look like
+CORPUS_VERSION = 2  # bump when corpus.py or synthetic.py change what documents look like
 
 
 class BaseRecipe(StrictModel):

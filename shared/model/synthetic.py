@@ -1,10 +1,11 @@
 """The small world: synthetic visual math problems drawn with Pillow, with exact answers.
 
-Families: `count` (shapes of a colour), `add` and `compare` (the two numbers drawn), `bar` (read a
-bar chart), `angle` (a drawn angle on a straight line or in a right angle); any problem may become a
-multiple-choice variant (`<family>_mc`, gold answer a letter). Images are 112x112: a 4x4 grid of
-28-pixel cells, one object per cell, so each merged vision token of Qwen2.5-VL sees one object.
-Everything is deterministic by seed.
+Families: `count` (1-4 shapes of a colour), `add` and `compare` (two bold digits 1-5 drawn), `bar`
+(read a bar chart, heights 1-4 cells), `angle` (a drawn angle on a straight line or in a right angle,
+five values each); any problem may become a multiple-choice variant (`<family>_mc`, gold answer a
+letter). Images are 112x112: a 4x4 grid of 28-pixel cells, one object (or one bar unit) per cell, so
+each merged vision token of Qwen2.5-VL sees one object. The ranges are small on purpose: the tiny
+base must learn to solve them in a few CPU minutes (docs/MODEL.md). Everything is deterministic by seed.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from PIL import Image, ImageDraw, ImageFont
 SIZE = 112
 CELL = 28
 GRID = SIZE // CELL
+DIGIT_MAX = 5  # add/compare draw digits 1..DIGIT_MAX
 COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (30, 160, 60), "yellow": (230, 200, 20)}
 SHAPES = ("circle", "square", "triangle")
 FAMILIES = ("count", "add", "compare", "bar", "angle")
 LETTERS = "ABCD"
 MC_SHARE = 0.25
+# Bump when the generator changes what problems look like: the cached data folders carry it in their name.
+GENERATOR_VERSION = 2
 
 
 @dataclass
@@ -58,8 +62,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, k: int, shape: str, colour: str) -> N
 
 def _count(rng: random.Random) -> Problem:
     colour = rng.choice(list(COLOURS))
-    n = rng.randint(1, 6)
-    others = rng.randint(1, 10 - n)
+    n = rng.randint(1, 4)
+    others = rng.randint(1, 3)
     cells = sorted(rng.sample(range(GRID * GRID), n + others))
     targets = set(rng.sample(cells, n))
     img = Image.new("RGB", (SIZE, SIZE), "white")
@@ -76,14 +80,14 @@ def _count(rng: random.Random) -> Problem:
 
 
 def _two_numbers(rng: random.Random, distinct: bool) -> tuple[Image.Image, int, int]:
-    a = rng.randint(1, 9)
-    b = rng.choice([x for x in range(1, 10) if x != a]) if distinct else rng.randint(1, 9)
+    a = rng.randint(1, DIGIT_MAX)
+    b = rng.choice([x for x in range(1, DIGIT_MAX + 1) if x != a]) if distinct else rng.randint(1, DIGIT_MAX)
     k1, k2 = sorted(rng.sample(range(GRID * GRID), 2))
     img = Image.new("RGB", (SIZE, SIZE), "white")
     draw = ImageDraw.Draw(img)
     for k, v in ((k1, a), (k2, b)):
         x0, y0, x1, y1 = _cell_box(k, pad=0)
-        draw.text(((x0 + x1) // 2, (y0 + y1) // 2), str(v), font=_font(24), fill="black", anchor="mm")
+        draw.text(((x0 + x1) // 2, (y0 + y1) // 2), str(v), font=_font(26), fill="black", anchor="mm", stroke_width=1, stroke_fill="black")
     return img, a, b
 
 
@@ -100,12 +104,11 @@ def _compare(rng: random.Random) -> Problem:
 
 
 def _bar(rng: random.Random) -> Problem:
-    values = [rng.randint(1, 8) for _ in LETTERS]
+    values = [rng.randint(1, GRID) for _ in LETTERS]
     img = Image.new("RGB", (SIZE, SIZE), "white")
     draw = ImageDraw.Draw(img)
-    unit = SIZE // 8
-    for i, v in enumerate(values):
-        draw.rectangle((i * CELL + 4, SIZE - v * unit, (i + 1) * CELL - 5, SIZE - 1), fill=(60, 110, 200))
+    for i, v in enumerate(values):  # one grid cell per unit: a merged vision token is either bar or background
+        draw.rectangle((i * CELL + 2, SIZE - v * CELL, (i + 1) * CELL - 3, SIZE - 1), fill=(60, 110, 200))
     if rng.random() < 0.5 and values.count(max(values)) == 1:
         top = LETTERS[values.index(max(values))]
         steps = [f"The bars are {', '.join(map(str, values))}.", f"The tallest is {top}."]
@@ -121,7 +124,7 @@ def _angle(rng: random.Random) -> Problem:
 
     right = rng.random() < 0.4
     total = 90 if right else 180
-    x = rng.randrange(10, total, 10)
+    x = rng.randrange(total // 6, total, total // 6)  # 15..75 or 30..150: five values each
     img = Image.new("RGB", (SIZE, SIZE), "white")
     draw = ImageDraw.Draw(img)
     o = (SIZE // 2, SIZE - 24)
@@ -151,7 +154,7 @@ def _distractors(rng: random.Random, value: str) -> list[str]:
     if value in LETTERS:
         return [x for x in LETTERS if x != value][:3]
     v = int(value)
-    step = 10 if v >= 20 and v % 10 == 0 else 1
+    step = next((s for s in (15, 10, 5) if v >= 2 * s and v % s == 0), 1)
     pool = [v + step * d for d in (-3, -2, -1, 1, 2, 3) if v + step * d >= 0]
     return rng.sample(pool, 3)
 

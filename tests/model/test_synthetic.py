@@ -38,12 +38,14 @@ def test_make_synthetic_cli_is_deterministic_and_readable(tmp_path: Path) -> Non
 
 
 def test_answers_are_exact() -> None:
-    from shared.model.synthetic import FAMILIES, LETTERS, make_problem
+    from shared.model.synthetic import DIGIT_MAX, FAMILIES, GRID, LETTERS, make_problem
 
     rng = random.Random(5)
-    for _ in range(300):
+    values: dict[str, set[str]] = {}
+    for _ in range(400):
         p = make_problem(rng)
         assert p.task.split("_")[0] in FAMILIES
+        values.setdefault(p.task.split("_")[0], set()).add(p.value)
         if p.task.startswith("angle"):
             x = int(re.search(r"AOB is (\d+)°", p.question).group(1))
             assert int(p.value) == (90 if "right angle" in p.question else 180) - x
@@ -54,6 +56,19 @@ def test_answers_are_exact() -> None:
             assert p.answer == p.value
         assert p.image.size == (112, 112)
         assert p.value in " ".join(p.steps)
+    # only small answer ranges, so the tiny base can learn to solve them (docs/MODEL.md)
+    assert values["count"] <= {str(n) for n in range(1, 5)}
+    assert values["add"] <= {str(n) for n in range(2, 2 * DIGIT_MAX + 1)}
+    assert values["compare"] <= {str(n) for n in range(2, DIGIT_MAX + 1)}
+    assert values["bar"] <= {str(n) for n in range(1, GRID + 1)} | set(LETTERS)
+    assert values["angle"] <= {str(n) for n in (15, 30, 45, 60, 75, 30, 60, 90, 120, 150)}
+
+
+def test_synthetic_cache_folder_names_the_generator_version() -> None:
+    from shared.model.cache import synthetic_dir
+    from shared.model.synthetic import GENERATOR_VERSION
+
+    assert synthetic_dir(3).name == f"synthetic-v{GENERATOR_VERSION}-seed3"
 
 
 def test_count_image_has_the_counted_colour() -> None:
