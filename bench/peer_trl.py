@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "gen")]
 
 from eureka_cli.local.config import SMALL_WORLD_RECIPE as RECIPE  # noqa: E402  (what `eureka up` trains with)
+from eureka_cli.local.config import UpConfig  # noqa: E402
 
 
 
@@ -49,26 +50,18 @@ def run_eval(model: Path, heldout: Path, limit: int, out: Path) -> dict[str, Any
     return json.loads(out.read_text())
 
 
-def prepare(seed: int) -> tuple[Path, Path, Path]:
-    """Train/held-out files (made once into the cache) and the cached tiny base."""
-    from shared.model.cache import cache_root, ensure_base_model
-    from shared.model.cli import SyntheticSettings, make_synthetic
-
-    synth = SyntheticSettings(out=cache_root() / f"synthetic-seed{seed}", seed=seed)
-    if not (synth.out / "heldout.jsonl").exists():
-        make_synthetic(synth)
-    return synth.out / "train.jsonl", synth.out / "heldout.jsonl", ensure_base_model()
-
-
-def run_eureka(args: argparse.Namespace, work: Path, base_eval: Path) -> dict[str, Any]:
+def run_eureka(args: argparse.Namespace, work: Path, data: tuple[Path, Path, Path], base_eval: Path) -> dict[str, Any]:
     """`eureka up` for args.steps; train time = launch until learner/final is saved."""
+    train, heldout, base = data
     run_dir = work / "eureka"
     run_dir.mkdir(parents=True)
     shutil.copy(base_eval, run_dir / "eval_base.json")  # eureka up reuses it: the base is evaluated once
     final = run_dir / "learner" / "final" / "config.json"
     start = time.monotonic()
     proc = subprocess.Popen(eureka_cmd("up", "--run-dir", str(run_dir), "--steps", str(args.steps),
-                                       "--eval-limit", str(args.eval_limit), "--seed", str(args.seed)))
+                                       "--eval-limit", str(args.eval_limit), "--seed", str(args.seed),
+                                       "--train-data", str(train), "--heldout-data", str(heldout),
+                                       "--model-path", str(base)))
     train_s = None
     while proc.poll() is None:
         if train_s is None and final.exists():
@@ -231,6 +224,7 @@ def main() -> int:
     ap.add_argument("--trl-threads", type=int, default=1,
                     help="torch CPU threads of the TRL process (1: on a busy 2-core machine 2 threads ran 2x slower)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model-path", type=Path, default=None, help="base checkpoint (default: the cached tiny base)")
     ap.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench-peer_trl", help="emptied at the start")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "peer_trl.json")
     args = ap.parse_args()
@@ -239,13 +233,16 @@ def main() -> int:
     load_start = os.getloadavg()[0]  # other work on the machine skews both wall-clocks alike; recorded
     shutil.rmtree(args.work_dir, ignore_errors=True)
     args.work_dir.mkdir(parents=True)
-    train, heldout, base = prepare(args.seed)
+    from eureka_cli.local.run import prepare
+
+    # The files and base `eureka up` would use by default, passed to it explicitly so both sides share them.
+    train, heldout, base = prepare(UpConfig(seed=args.seed, model_path=args.model_path))
     print(f"peer_trl: {args.steps} steps of {RECIPE.rollout_batch_prompts} prompts x {RECIPE.n_samples} samples, "
           f"image prompts, held-out eval on {args.eval_limit} problems", flush=True)
     print("base: evaluating", flush=True)
     base_eval = run_eval(base, heldout, args.eval_limit, args.work_dir / "eval_base.json")
     print("eureka: eureka up", flush=True)
-    eureka = run_eureka(args, args.work_dir, args.work_dir / "eval_base.json")
+    eureka = run_eureka(args, args.work_dir, (train, heldout, base), args.work_dir / "eval_base.json")
     print("trl: GRPOTrainer", flush=True)
     peer = run_trl(args, args.work_dir, train, base)
     print("trl: evaluating", flush=True)
@@ -256,6 +253,7 @@ def main() -> int:
         "prompts": "image (text question with the image; TRL's VLM path without torchvision)",
         "steps": args.steps, "recipe": RECIPE.model_dump(mode="json"),
         "eval": f"eureka eval --greedy --limit {args.eval_limit}",
+        "data": {"train": str(train), "heldout": str(heldout), "base": str(Path(base).resolve())},
         "trl_version": trl.__version__, "trl_threads": args.trl_threads,
         "machine": {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
                     "load_avg_1m_at_start": load_start, "load_avg_1m_at_end": os.getloadavg()[0]},
