@@ -78,6 +78,7 @@ class Driver:
         self.rng = random.Random(cfg.chaos_seed)
         self.metrics = cfg.run_dir.resolve() / "learner" / "metrics.jsonl"
         self.threads: list[threading.Thread] = []
+        self.learner_ckpt_at_start = 0  # checkpoint step when the learner last started
 
     def schedule(self) -> list[str]:
         c = self.cfg
@@ -104,7 +105,7 @@ class Driver:
                     t = threading.Thread(target=item[1], daemon=True)
                     t.start()
                     self.threads.append(t)
-            if i < len(kinds) and now >= t0 + i * self.cfg.fault_interval_s:
+            if i < len(kinds) and now >= t0 + i * self.cfg.fault_interval_s and self._ready(kinds, i):
                 self._kill(kinds[i], now - t0)
                 i += 1
             self._resolve_progress()
@@ -115,6 +116,22 @@ class Driver:
         self._resolve_progress()
         if i < len(kinds):
             log.warning("training ended before the schedule", done=i, scheduled=len(kinds))
+
+    def _ready(self, kinds: list[str], i: int) -> bool:
+        """A learner kill waits until the learner committed a checkpoint since its last start (so every restart
+        resumes from one); other kinds go first meanwhile."""
+        if kinds[i] != "learner" or self._checkpoint_step() > self.learner_ckpt_at_start:
+            return True
+        later = [j for j in range(i + 1, len(kinds)) if kinds[j] != "learner"]
+        if later:
+            kinds[i], kinds[later[0]] = kinds[later[0]], kinds[i]
+        return bool(later)
+
+    def _checkpoint_step(self) -> int:
+        from services.learner.state import read_checkpoint
+
+        ckpt = read_checkpoint(self.metrics.parent)
+        return ckpt.step if ckpt else 0
 
     def _watch(self) -> bool:
         """True once the learner exited 0 (done); a process that died on its own is recorded and restarted."""
@@ -162,6 +179,7 @@ class Driver:
         argv = list(self.sup.procs[name].argv)
         if name == "learner":  # continue from the last committed checkpoint
             argv[argv.index("--resume") + 1] = "true"
+            self.learner_ckpt_at_start = self._checkpoint_step()
         self.sup.start(name, argv)
 
     def _restart_redis(self) -> None:
@@ -301,9 +319,15 @@ def _report(cfg: ChaosConfig, driver: Driver, result: dict, base: dict, final: d
         "kills": kills,
         "faults": per_kind,
         "unplanned_exits": driver.crashes,
+        "learner_resumed_from_checkpoint": _count(cfg.run_dir / "logs" / "learner.log", "event=resumed"),
         **result,
         "base_accuracy": base["overall"]["accuracy"],
         "final_accuracy": final["overall"]["accuracy"],
         "improved": final["overall"]["accuracy"] > base["overall"]["accuracy"],
         "fault_log": [asdict(f) for f in driver.faults],
     }
+
+
+def _count(log_path: Path, needle: str) -> int:
+    """Lines of a process log that contain `needle` (rank 0 and the others each log their resume)."""
+    return sum(needle in line for line in log_path.read_text(errors="replace").splitlines()) if log_path.exists() else 0

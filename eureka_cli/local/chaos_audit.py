@@ -83,7 +83,8 @@ def figures_table(report: dict) -> str:
     r = report
     lines = [
         f"Seed {r['seed']}, {r['steps']} steps, {r['kills']} kills in {r['chaos_time_s']} s of training under faults "
-        f"({r['wall_time_s']} s with both evaluations); unplanned exits: {len(r['unplanned_exits'])}.",
+        f"({r['wall_time_s']} s with both evaluations); learner resumes from a checkpoint (log lines, one per rank): "
+        f"{r['learner_resumed_from_checkpoint']}; unplanned exits: {len(r['unplanned_exits'])}.",
         "",
         *rows,
         "",

@@ -1,7 +1,7 @@
 """Pipeline chaos: a short `eureka chaos` run (every process kind killed at least once, a pause, a slow reward).
 
 Run alone: `.venv/bin/python -m pytest tests/chaos/test_pipeline_chaos.py -m chaos -s` (or `make chaos`);
-about 4 minutes on 2 cores. The command's own audit must find nothing lost or duplicated, every
+about 8 minutes on 2 shared cores. The command's own audit must find nothing lost or duplicated, every
 prompt accounted for and the learner at its last step.
 """
 
