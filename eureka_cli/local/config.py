@@ -28,7 +28,7 @@ class UpConfig(EurekaSettings):
     run_dir: Path = Field(Path("runs/demo"), description="config, logs, metrics.jsonl, checkpoints, curves.png, summary.json")
     resume: bool = Field(False, description="continue the run in run_dir from its last checkpoint")
     mode: Literal["async", "sync"] = Field("async", description="async (max_staleness) or sync (OpenRLHF schedule)")
-    steps: int = Field(40, ge=1, description="learner steps (= policy versions)")
+    steps: int = Field(60, ge=1, description="learner steps (= policy versions)")
     rollout_workers: int = Field(2, ge=1, le=16, description="rollout worker processes")
     learner_procs: int = Field(2, ge=1, le=8, description="learner processes (torchrun, gloo on CPU)")
     zero_stage: int = Field(2, ge=0, le=3)
