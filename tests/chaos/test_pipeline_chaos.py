@@ -1,31 +1,43 @@
 """Pipeline chaos: a short `eureka chaos` run (every process kind killed at least once, a pause, a slow reward).
 
 Run alone: `.venv/bin/python -m pytest tests/chaos/test_pipeline_chaos.py -m chaos -s` (or `make chaos`);
-about 8 minutes on 2 shared cores. The command's own audit must find nothing lost or duplicated, every
-prompt accounted for and the learner at its last step.
+about 8 minutes on 2 shared cores (plus building the cached base if it is missing;
+`EUREKA_CHAOS_MODEL_PATH=<dir>` uses another base checkpoint). The command's own audit must find
+nothing lost or duplicated, every prompt accounted for and the learner at its last step.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 SEED = os.environ.get("EUREKA_CHAOS_SEED", "7")
+MODEL = os.environ.get("EUREKA_CHAOS_MODEL_PATH")  # a base checkpoint dir (default: the cached tiny base)
 
 
 @pytest.mark.chaos
-def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+def test_short_chaos_run_loses_and_duplicates_nothing() -> None:
+    # Not tmp_path: pytest sessions of others on this machine rotate the shared basetemp under a long run.
+    root = Path(tempfile.mkdtemp(prefix="eureka-chaos-test-"))
+    try:
+        _run_and_check(root / "run")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_and_check(run_dir: Path) -> None:
     argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "8",
             "--checkpoint-every", "2", "--eval-limit", "20", "--chaos-seed", SEED,
             "--kills-rollout", "2", "--kills-reward", "1", "--kills-buffer", "1", "--kills-learner", "1",
             "--kills-redis", "1", "--warmup-s", "5", "--fault-interval-s", "6", "--pause-s", "35",
-            "--slow-reward-s", "10", "--docs", ""]
+            "--slow-reward-s", "10", "--docs", "", *(["--model-path", MODEL] if MODEL else [])]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     out = done.stdout + done.stderr
     assert "lost=0 duplicated=0" in out, out[-4000:]
