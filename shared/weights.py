@@ -12,7 +12,7 @@ import hashlib
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
@@ -23,8 +23,10 @@ from shared.grpc_server import FailedPrecondition, InvalidArgument, map_errors
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_CHUNK_BYTES = 1 << 20
+DEFAULT_CHUNK_BYTES = 4 << 20
 MAX_CHUNK_BYTES = 16 << 20
+_STREAM_METHOD = "/eureka.v1.WeightService/StreamWeights"
+_DATA_TAG = b"\x1a"  # WeightChunk.data: field 3, length-delimited
 
 
 class WeightPullError(Exception):
@@ -57,6 +59,8 @@ class Published:
     blob: bytes
     sha256: str
     num_tensors: int
+    # CRC32 of every chunk of the default size, filled at publish: computed once per version, not per stream.
+    default_crcs: list[int] = field(default_factory=list, compare=False, repr=False)
 
 
 class WeightStore:
@@ -69,6 +73,10 @@ class WeightStore:
     def publish(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
         blob = serialize_state_dict(state_dict)
         published = Published(version, blob, hashlib.sha256(blob).hexdigest(), len(state_dict))
+        view = memoryview(blob)
+        published.default_crcs.extend(
+            zlib.crc32(view[o : o + DEFAULT_CHUNK_BYTES]) for o in range(0, max(1, len(blob)), DEFAULT_CHUNK_BYTES)
+        )
         with self._lock:
             if self._current is not None and version < self._current.version:
                 raise ValueError(
@@ -89,20 +97,43 @@ class WeightStore:
         return snap.version, snap.blob, snap.sha256
 
 
+def _chunk_spans(published: Published, chunk_bytes: int) -> Iterator[tuple[int, int, int, bool]]:
+    """(offset, end, crc32, last) of every chunk of one published version, in order."""
+    view, total = memoryview(published.blob), len(published.blob)
+    cached = published.default_crcs if chunk_bytes == DEFAULT_CHUNK_BYTES else []
+    for i, offset in enumerate(range(0, max(1, total), chunk_bytes)):
+        end = min(offset + chunk_bytes, total)
+        yield offset, end, cached[i] if cached else zlib.crc32(view[offset:end]), end >= total
+
+
 def iter_chunks(published: Published, chunk_bytes: int) -> Iterator[weights_pb2.WeightChunk]:
     """The chunks of one published version, in order, the last one marked."""
-    total = len(published.blob)
-    offset = 0
-    while True:
-        data = published.blob[offset : offset + chunk_bytes]
-        last = offset + len(data) >= total
+    for offset, end, crc, last in _chunk_spans(published, chunk_bytes):
         yield weights_pb2.WeightChunk(
-            policy_version=published.version, offset=offset, data=data, crc32=zlib.crc32(data),
-            last=last, total_bytes=total, sha256=published.sha256,
+            policy_version=published.version, offset=offset, data=published.blob[offset:end], crc32=crc,
+            last=last, total_bytes=len(published.blob), sha256=published.sha256,
         )
-        if last:
-            return
-        offset += len(data)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def iter_chunk_frames(published: Published, chunk_bytes: int) -> Iterator[bytes]:
+    """`iter_chunks` already serialized, byte for byte, with one copy of the data (no message built around it)."""
+    view = memoryview(published.blob)
+    for offset, end, crc, last in _chunk_spans(published, chunk_bytes):
+        head = weights_pb2.WeightChunk(policy_version=published.version, offset=offset).SerializeToString()
+        tail = weights_pb2.WeightChunk(
+            crc32=crc, last=last, total_bytes=len(published.blob), sha256=published.sha256
+        ).SerializeToString()
+        data = view[offset:end]
+        yield b"".join((head, _DATA_TAG, _varint(len(data)), data, tail) if len(data) else (head, tail))
 
 
 class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
@@ -123,6 +154,14 @@ class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
     @map_errors
     def StreamWeights(self, request, context):  # noqa: N802
         # Checks run before the generator is returned, so map_errors turns them into a status.
+        return iter_chunks(*self._stream_of(request))
+
+    @map_errors
+    def stream_frames(self, request, context):
+        """StreamWeights with the chunks pre-serialized (what `add_weight_service` registers)."""
+        return iter_chunk_frames(*self._stream_of(request))
+
+    def _stream_of(self, request: weights_pb2.StreamWeightsRequest) -> tuple[Published, int]:
         if request.chunk_bytes > MAX_CHUNK_BYTES:
             raise InvalidArgument(f"chunk_bytes {request.chunk_bytes} is above {MAX_CHUNK_BYTES}; ask for less or 0")
         snap = self.store.snapshot()
@@ -132,20 +171,42 @@ class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
             raise FailedPrecondition(
                 f"published version {snap.version} is older than min_version {request.min_version}; retry later"
             )
-        return iter_chunks(snap, request.chunk_bytes or DEFAULT_CHUNK_BYTES)
+        return snap, request.chunk_bytes or DEFAULT_CHUNK_BYTES
+
+
+def _frame_or_message(chunk: bytes | weights_pb2.WeightChunk) -> bytes:
+    return chunk if isinstance(chunk, bytes) else chunk.SerializeToString()
 
 
 def add_weight_service(server: grpc.Server, store: WeightStore) -> list[str]:
-    """Register a WeightServicer over `store`; returns the service names (for GrpcServer)."""
-    weights_pb2_grpc.add_WeightServiceServicer_to_server(WeightServicer(store), server)
-    return [weights_pb2.DESCRIPTOR.services_by_name["WeightService"].full_name]
+    """Register a WeightServicer over `store`; returns the service names (for GrpcServer).
+
+    Same contract as the generated registration; StreamWeights sends pre-serialized chunks."""
+    servicer = WeightServicer(store)
+    name = weights_pb2.DESCRIPTOR.services_by_name["WeightService"].full_name
+    handlers = {
+        "GetVersion": grpc.unary_unary_rpc_method_handler(
+            servicer.GetVersion, request_deserializer=weights_pb2.GetVersionRequest.FromString,
+            response_serializer=weights_pb2.WeightVersion.SerializeToString,
+        ),
+        "StreamWeights": grpc.unary_stream_rpc_method_handler(
+            servicer.stream_frames, request_deserializer=weights_pb2.StreamWeightsRequest.FromString,
+            response_serializer=_frame_or_message,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    return [name]
 
 
 def _assemble(chunks: Iterator[weights_pb2.WeightChunk], min_version: int) -> tuple[int, bytes]:
-    """Join the chunks of one version, verifying each; raises WeightPullError with a sentence."""
+    """Join the chunks of one version, verifying each; raises WeightPullError with a sentence.
+
+    Each chunk's data is read once (protobuf copies it on every read) and hashed while it is in cache."""
     parts: list[bytes] = []
     received = 0
     first: weights_pb2.WeightChunk | None = None
+    sha = hashlib.sha256()
+    last = False
     for chunk in chunks:
         if first is None:
             first = chunk
@@ -160,22 +221,24 @@ def _assemble(chunks: Iterator[weights_pb2.WeightChunk], min_version: int) -> tu
             )
         if chunk.offset != received:
             raise WeightPullError(f"chunk offset {chunk.offset} does not follow the {received} bytes received")
-        if zlib.crc32(chunk.data) != chunk.crc32:
+        data = chunk.data
+        if zlib.crc32(data) != chunk.crc32:
             raise WeightPullError(f"chunk at offset {chunk.offset} fails its CRC32 check")
-        received += len(chunk.data)
+        received += len(data)
         if received > first.total_bytes:
             raise WeightPullError(f"received {received} bytes, more than the announced {first.total_bytes}")
-        parts.append(chunk.data)
-        if chunk.last:
+        sha.update(data)
+        parts.append(data)
+        last = chunk.last
+        if last:
             break
-    if first is None or not chunk.last:
+    if first is None or not last:
         raise WeightPullError("the stream ended before its last chunk")
     if received != first.total_bytes:
         raise WeightPullError(f"received {received} bytes, the version announced {first.total_bytes}")
-    blob = b"".join(parts)
-    if hashlib.sha256(blob).hexdigest() != first.sha256:
+    if sha.hexdigest() != first.sha256:
         raise WeightPullError(f"SHA-256 of version {first.policy_version} does not match; the blob is corrupt")
-    return first.policy_version, blob
+    return first.policy_version, b"".join(parts)
 
 
 def pull_weights(
