@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from shared.config import EurekaSettings
+from shared.process import terminate
 
 
 class EvalSettings(EurekaSettings):
@@ -63,12 +64,7 @@ def reward_channel(target: str = "") -> Iterator[Any]:
     finally:
         channel.close()
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc, grace_s=20)
 
 
 def generate(model: Any, tokenizer: Any, inputs: Any, k: int, greedy: bool, temperature: float, max_new_tokens: int) -> list[list[int]]:
