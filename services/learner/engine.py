@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 from services.learner.config import LearnerConfig
 from services.learner.state import fsync_tree
 from shared.logs import get_logger
+from shared.redis_proc import free_port
 
 log = get_logger("learner.engine")
 
@@ -47,12 +47,6 @@ def init_distributed() -> None:
     else:
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         deepspeed.init_distributed(dist_backend="gloo")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ds_config(cfg: LearnerConfig, bf16: bool) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def _refusal(cfg: LearnerConfig) -> str:
 def _launch(cfg: LearnerConfig) -> int:
     """Start world_size local processes of this module (what torchrun does for one node, without its agent:
     SIGTERM reaches every rank, rank 0 checkpoints and they exit 0 together). Settings travel in the env."""
-    from services.learner.engine import free_port
+    from shared.redis_proc import free_port
 
     env = os.environ.copy()
     env[SETTINGS_ENV] = cfg.model_dump_json(exclude={"security"})

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shared.process import terminate
 from tests.conftest import free_port
 
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
@@ -65,12 +66,7 @@ def prometheus(workdir: Path, targets: dict[str, list[str]] | None = None, inter
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, grace_s=15)
 
 
 def query(url: str, expr: str) -> dict:

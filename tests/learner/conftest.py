@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,14 +19,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from shared.process import terminate
+from shared.redis_proc import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 EUREKA = [sys.executable, "-c", "import sys; from eureka_cli.main import main; sys.exit(main())"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +88,7 @@ def buffer_proc(redis_server, tmp_path: Path) -> Iterator[BufferProc]:
     """`eureka buffer serve` as a real process over the test's redis-server."""
     from shared.grpc_client import wait_serving
 
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "buffer.log").open("w")
     proc = subprocess.Popen(
         [*EUREKA, "buffer", "serve", "--port", str(port), "--metrics-port", "0", "--redis.url", redis_server.url,
@@ -104,12 +100,7 @@ def buffer_proc(redis_server, tmp_path: Path) -> Iterator[BufferProc]:
         wait_serving(b.channel(), timeout_s=60)
         yield b
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, grace_s=10)
         log.close()
 
 
@@ -288,7 +279,7 @@ class World:
 
 @pytest.fixture
 def world(buffer_proc: BufferProc, tiny_model: Path, dataset: Path, tmp_path: Path) -> Iterator[World]:
-    w = World(buffer_proc, tiny_model, dataset, tmp_path, _free_port())
+    w = World(buffer_proc, tiny_model, dataset, tmp_path, free_port())
     yield w
     for learner in w.started:  # whatever a failed test left running
         if learner.proc.poll() is None:
