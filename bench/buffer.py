@@ -1,8 +1,10 @@
 """Buffer throughput: groups/s through the buffer service (put + sample + ack) vs raw redis-py, same run.
 
-Groups of 8 samples x 512 tokens. The baseline does the same stream operations straight on Redis
-(idempotency lookup, XADD + ack of the prompt in MULTI/EXEC, XREADGROUP, XACK + XDEL). One client,
-one redis-server (AOF everysec), the buffer as its own process; batches of the two paths alternate.
+Groups of 8 samples x 512 tokens, in batches of 8 (a rollout batch). Both paths batch alike: the service
+takes a batch in one PutGroups call; the baseline does the same stream operations straight on Redis with
+one round trip per step of the batch (idempotency lookup, XADD + ack of each prompt in one MULTI/EXEC,
+recording the ids), then XREADGROUP and XACK + XDEL. One client, one redis-server (AOF everysec), the
+buffer as its own process; batches of the paths alternate.
 Writes bench/results/buffer.json.
 
     .venv/bin/python bench/buffer.py [--groups 800]
@@ -40,7 +42,7 @@ def make_group(prompt_id: str, attempt: int) -> buffer_pb2.TrajectoryGroup:
 
 
 class Service:
-    """The buffer service path: PutGroup per group, then SampleGroups + AckGroups per batch."""
+    """The buffer service path: PutGroups (one rollout batch per call), then SampleGroups + AckGroups per batch."""
 
     def __init__(self, stub: buffer_pb2_grpc.BufferServiceStub, n: int) -> None:
         self.stub = stub
@@ -54,8 +56,9 @@ class Service:
         self.groups = [make_group(c.prompt.prompt_id, c.attempt) for c in self.claims]
 
     def batch(self, first: int) -> None:
-        for i in range(first, first + BATCH):
-            self.stub.PutGroup(buffer_pb2.PutGroupRequest(group=self.groups[i], claim_id=self.claims[i].claim_id, worker_id="bench"))
+        self.stub.PutGroups(buffer_pb2.PutGroupsRequest(puts=[
+            buffer_pb2.PutGroupRequest(group=self.groups[i], claim_id=self.claims[i].claim_id, worker_id="bench")
+            for i in range(first, first + BATCH)]))
         got = self.stub.SampleGroups(buffer_pb2.SampleGroupsRequest(
             consumer="learner", num_groups=BATCH, policy_version=1, max_staleness=4, filter_low=0.0, filter_high=1.0,
             wait_ms=1000))
@@ -77,7 +80,7 @@ class InProcess(Service):
         stub = type("CoreStub", (), {
             "EnqueuePrompts": staticmethod(self.core.enqueue_prompts),
             "ClaimPrompts": staticmethod(self.core.claim_prompts),
-            "PutGroup": staticmethod(self.core.put_group),
+            "PutGroups": staticmethod(self.core.put_groups),
             "SampleGroups": staticmethod(lambda req: self.core.sample(req)),
             "AckGroups": staticmethod(self.core.ack_groups),
         })()
@@ -102,14 +105,16 @@ class RawRedis:
 
     def batch(self, first: int) -> None:
         r = self.r
-        for i in range(first, first + BATCH):
-            g, claim_id = self.payloads[i], self.claims[i][0]
-            if r.hget(self.ids, g.group_id) is None:
-                tx = r.pipeline(transaction=True)
-                tx.xadd(self.groups, {"g": g.SerializeToString()})
-                tx.xack(self.prompts, "rollout", claim_id)
-                tx.xdel(self.prompts, claim_id)
-                r.hset(self.ids, g.group_id, tx.execute()[0])
+        batch = [(self.payloads[i], self.claims[i][0]) for i in range(first, first + BATCH)]
+        known = r.hmget(self.ids, [g.group_id for g, _ in batch])  # idempotency lookup, one round trip
+        new = [(g, claim_id) for (g, claim_id), seen in zip(batch, known) if seen is None]
+        tx = r.pipeline(transaction=True)  # the batch's XADD + prompt acks in one MULTI/EXEC
+        for g, claim_id in new:
+            tx.xadd(self.groups, {"g": g.SerializeToString()})
+            tx.xack(self.prompts, "rollout", claim_id)
+            tx.xdel(self.prompts, claim_id)
+        ids = tx.execute()[::3]
+        r.hset(self.ids, mapping={g.group_id: eid for (g, _), eid in zip(new, ids)})
         got = r.xreadgroup("learner", "learner", {self.groups: ">"}, count=BATCH)[0][1]
         kept = [buffer_pb2.TrajectoryGroup.FromString(f[b"g"]) for _, f in got]
         assert len(kept) == BATCH

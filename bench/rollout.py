@@ -5,7 +5,7 @@ question each), the same sampling (n samples, temperature 1, top_p 1, stop on <|
 length) and the same torch thread count on both paths. Service path: redis, the buffer and reward
 services and one `eureka rollout serve` process pulling its weights from a weight stream; the clock
 runs from EnqueuePrompts to the last group read back by a learner-style SampleGroups (claim, weight
-check, generation with behaviour log-probs, Verify, PutGroup included; `worker_generate_share` is the
+check, generation with behaviour log-probs, Verify, PutGroups included; `worker_generate_share` is the
 part of that time the worker spent inside `generate`). Bare path: `model.generate` in
 this process on the prompts' inputs, tokens counted up to the stop. The two alternate round by round.
 Writes bench/results/rollout.json.

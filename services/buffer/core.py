@@ -178,34 +178,39 @@ class Buffer:
 
     # ---- trajectory groups ----
 
-    @_redis_errors
     def put_group(self, req: buffer_pb2.PutGroupRequest) -> buffer_pb2.PutGroupResponse:
-        validate.put(req, self.cfg)
+        """One put: `put_groups` of one, a rejected claim raised as FailedPrecondition."""
+        result = self.put_groups(buffer_pb2.PutGroupsRequest(puts=[req])).results[0]
+        if result.rejected:
+            raise FailedPrecondition(result.rejected)
+        return buffer_pb2.PutGroupResponse(entry_id=result.entry_id, duplicate=result.duplicate)
+
+    @_redis_errors
+    def put_groups(self, req: buffer_pb2.PutGroupsRequest) -> buffer_pb2.PutGroupsResponse:
+        """Validates every put, then runs the PUT script once per group in one pipelined round trip.
+
+        Each script is atomic (store + ack the claim); a retried call is safe because puts are idempotent.
+        """
+        validate.put_many(req, self.cfg)
         self._check_memory()
-        g = req.group
         k = self.keys
-        entry_id, status = self._put(
-            keys=[k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats],
-            args=[g.group_id, g.SerializeToString(), req.claim_id, PROMPTS_GROUP, g.prompt_id, g.policy_version,
-                  repr(sum(s.accuracy for s in g.samples) / len(g.samples)), g.attempt],
-        )
-        if status == 2:
-            raise FailedPrecondition(
-                f"claim {req.claim_id} is no longer pending (its prompt was completed by another attempt or "
-                f"dead-lettered); group {g.group_id!r} was not stored"
+        pipe = self.r.pipeline(transaction=False)
+        for p in req.puts:
+            g = p.group
+            self._put(
+                keys=[k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats],
+                args=[g.group_id, g.SerializeToString(), p.claim_id, PROMPTS_GROUP, g.prompt_id, g.policy_version,
+                      repr(sum(s.accuracy for s in g.samples) / len(g.samples)), g.attempt],
+                client=pipe,
             )
-        if status == 3:
-            raise FailedPrecondition(
-                f"claim {req.claim_id} is for prompt {_s(entry_id)!r}, not {g.prompt_id!r}; put the group with its own claim_id"
-            )
-        if status == 4:
-            raise FailedPrecondition(
-                f"group.attempt is {g.attempt} but claim {req.claim_id} was delivered {_s(entry_id)} time(s); "
-                "use the attempt that ClaimPrompts returned"
-            )
-        log.info("group put", group_id=g.group_id, entry_id=_s(entry_id), duplicate=status == 1,
-                 policy_version=g.policy_version, worker_id=req.worker_id)
-        return buffer_pb2.PutGroupResponse(entry_id=_s(entry_id), duplicate=status == 1)
+        out = buffer_pb2.PutGroupsResponse()
+        for p, (entry_id, status) in zip(req.puts, pipe.execute(), strict=True):
+            out.results.add(entry_id=_s(entry_id) if status < 2 else "", duplicate=status == 1,
+                            rejected=_rejection(p, _s(entry_id), status))
+        log.info("groups put", worker_id=req.puts[0].worker_id, n=len(req.puts),
+                 duplicates=sum(r.duplicate for r in out.results), rejected=sum(bool(r.rejected) for r in out.results),
+                 policy_version=req.puts[0].group.policy_version)
+        return out
 
     def _check_memory(self) -> None:
         """Refuses puts when Redis used_memory is above the watermark of maxmemory (checked at most once a second)."""
@@ -332,6 +337,20 @@ def make_client(cfg: BufferConfig) -> redis.Redis:
         socket_connect_timeout=cfg.redis.socket_timeout_s,
         health_check_interval=30,
     )
+
+
+def _rejection(p: buffer_pb2.PutGroupRequest, detail: str, status: int) -> str:
+    """Why the PUT script did not store a group (status 2-4), as a sentence; empty when it did (0, 1)."""
+    g = p.group
+    if status == 2:
+        return (f"claim {p.claim_id} is no longer pending (its prompt was completed by another attempt or "
+                f"dead-lettered); group {g.group_id!r} was not stored")
+    if status == 3:
+        return f"claim {p.claim_id} is for prompt {detail!r}, not {g.prompt_id!r}; put the group with its own claim_id"
+    if status == 4:
+        return (f"group.attempt is {g.attempt} but claim {p.claim_id} was delivered {detail} time(s); "
+                "use the attempt that ClaimPrompts returned")
+    return ""
 
 
 def _s(value: bytes | str) -> str:

@@ -47,6 +47,10 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
         return self.buffer.put_group(request)
 
     @map_errors
+    def PutGroups(self, request, context):  # noqa: N802
+        return self.buffer.put_groups(request)
+
+    @map_errors
     def SampleGroups(self, request, context):  # noqa: N802 - answers wire bytes, see `add_buffer_service`
         return self.buffer.sample(request).wire()
 

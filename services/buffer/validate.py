@@ -135,6 +135,16 @@ def put(req: buffer_pb2.PutGroupRequest, cfg: BufferConfig) -> None:
             raise InvalidArgument(f"group {g.group_id!r} {field} is {v}; it must be a finite number >= 0")
 
 
+def put_many(req: buffer_pb2.PutGroupsRequest, cfg: BufferConfig) -> None:
+    """Every put of a PutGroups call; the first invalid one refuses the call, named by its index."""
+    count(len(req.puts), "len(puts)", cfg)
+    for i, p in enumerate(req.puts):
+        try:
+            put(p, cfg)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"puts[{i}]: {e}") from None
+
+
 def sample(req: buffer_pb2.SampleGroupsRequest, cfg: BufferConfig) -> None:
     name(req.consumer, "consumer")
     count(req.num_groups, "num_groups", cfg)

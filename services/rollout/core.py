@@ -176,8 +176,7 @@ class Worker:
         self._observe_generation(completions, texts, generate_s)
         try:
             groups, reward_s = self._score(jobs, completions, texts, version, generate_s)
-            for job, group in zip(jobs, groups, strict=True):
-                self._put(job, group)
+            self._put(jobs, groups)
         except grpc.RpcError as e:
             self._release([j.claimed.claim_id for j in jobs if j.claimed.claim_id in self.held], "error")
             self._backoff("score_or_put", e)
@@ -273,25 +272,23 @@ class Worker:
             metrics.REWARD_MEAN.set(sum(s.reward for g in groups for s in g.samples) / len(items))
         return groups, reward_s
 
-    def _put(self, job: _Job, group: buffer_pb2.TrajectoryGroup) -> None:
-        """Put one group (acks its prompt); a claim the buffer no longer holds for us drops the group."""
-        request = buffer_pb2.PutGroupRequest(group=group, claim_id=job.claimed.claim_id, worker_id=self.worker_id)
-        try:
-            reply = self.buffer.PutGroup(request)
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                raise
-            self.held.pop(job.claimed.claim_id, None)
-            metrics.GROUPS.labels("lost_claim").inc()
-            log.warning("group dropped: claim no longer ours", group_id=group.group_id, detail=e.details())
-            return
-        self.held.pop(job.claimed.claim_id, None)
-        self.groups_done += 1
-        metrics.GROUPS.labels("duplicate" if reply.duplicate else "put").inc()
-        log.info(
-            "group put", group_id=group.group_id, policy_version=group.policy_version,
-            samples=len(group.samples), duplicate=reply.duplicate,
+    def _put(self, jobs: list[_Job], groups: list[buffer_pb2.TrajectoryGroup]) -> None:
+        """Put the batch's groups in one call (each acks its prompt); a claim no longer ours drops its group."""
+        request = buffer_pb2.PutGroupsRequest(
+            puts=[buffer_pb2.PutGroupRequest(group=g, claim_id=j.claimed.claim_id, worker_id=self.worker_id)
+                  for j, g in zip(jobs, groups, strict=True)]
         )
+        reply = self.buffer.PutGroups(request)
+        for job, group, result in zip(jobs, groups, reply.results, strict=True):
+            self.held.pop(job.claimed.claim_id, None)
+            if result.rejected:
+                metrics.GROUPS.labels("lost_claim").inc()
+                log.warning("group dropped: claim no longer ours", group_id=group.group_id, detail=result.rejected)
+                continue
+            self.groups_done += 1
+            metrics.GROUPS.labels("duplicate" if result.duplicate else "put").inc()
+        log.info("groups put", n=len(groups), policy_version=groups[0].policy_version if groups else None,
+                 samples=sum(len(g.samples) for g in groups), rejected=sum(bool(r.rejected) for r in reply.results))
 
     def _release(self, claim_ids: list[str], reason: str) -> None:
         """Hand claims back to the buffer (best effort: if this fails, the lease reclaims them)."""

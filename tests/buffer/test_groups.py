@@ -119,3 +119,22 @@ def test_dropped_groups_are_recorded_even_when_the_sample_runs_out_of_time(buf: 
     dropped = {k.decode(): v.decode() for k, v in buf.r.hgetall(buf.keys.dropped).items()}
     assert dropped == {too_easy: "groups_filtered_total"}
     assert kept not in dropped
+
+
+def test_put_groups_stores_a_batch_and_reports_each_put(buf: Buffer) -> None:
+    enqueue(buf, 0, 4)
+    a, b, c, d = claim(buf, n=4)
+    first = put(buf, a)  # already stored: the batch's put of it is a duplicate
+    stolen = buffer_pb2.PutGroupRequest(group=group_for(d), claim_id=c.claim_id, worker_id="w1")  # c's claim, d's group
+    reqs = [buffer_pb2.PutGroupRequest(group=group_for(x), claim_id=x.claim_id, worker_id="w1") for x in (a, b)]
+    reply = buf.put_groups(buffer_pb2.PutGroupsRequest(puts=[*reqs, stolen]))
+    dup, stored, rejected = reply.results
+    assert dup.duplicate and dup.entry_id == first.entry_id and not dup.rejected
+    assert stored.entry_id and not stored.duplicate and not stored.rejected
+    assert not rejected.entry_id and "is for prompt 'train:0:2', not 'train:0:3'" in rejected.rejected
+    again = buf.put_groups(buffer_pb2.PutGroupsRequest(puts=reqs))  # the whole call retried after a lost reply
+    assert [(r.entry_id, r.duplicate) for r in again.results] == [(first.entry_id, True), (stored.entry_id, True)]
+    s = buf.stats()
+    assert (s.groups_put_total, s.groups_duplicate_total, s.groups_ready, s.prompt_backlog) == (2, 3, 2, 2)
+    got = buf.sample_groups(sample_req(2))
+    assert [g.group.group_id for g in got.groups] == [f"{a.prompt.prompt_id}#1", f"{b.prompt.prompt_id}#1"]

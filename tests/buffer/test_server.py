@@ -67,6 +67,12 @@ def test_invalid_requests_are_refused_with_a_sentence_and_change_nothing(stub, r
     for expected, request in _bad_puts(c):
         code, details = _code(stub.PutGroup, request)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and expected in details, (expected, details)
+    good = buffer_pb2.PutGroupRequest(group=group_for(c), claim_id=c.claim_id, worker_id="w1")
+    for expected, request in _bad_puts(c)[:3]:  # a batch with one bad put is refused whole, naming the put
+        code, details = _code(stub.PutGroups, buffer_pb2.PutGroupsRequest(puts=[good, request]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("puts[1]: ") and expected in details
+    code, details = _code(stub.PutGroups, buffer_pb2.PutGroupsRequest())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "len(puts) is 0" in details
     bad_enqueues = [
         buffer_pb2.EnqueuePromptsRequest(prompts=[prompt(2)], cursor_start=3, cursor_end=3),
         buffer_pb2.EnqueuePromptsRequest(prompts=[], cursor_start=2, cursor_end=3),

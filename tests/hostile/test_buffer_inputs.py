@@ -35,13 +35,15 @@ def templates(claim: buffer_pb2.ClaimedPrompt) -> dict[str, object]:
     group = buffer_pb2.TrajectoryGroup(group_id=f"{pid}#{claim.attempt}", prompt_id=pid, attempt=claim.attempt,
                                        prompt=claim.prompt, prompt_token_ids=[1, 2, 3],
                                        samples=[_sample(0.0), _sample(1.0)], worker_id="w1", created_unix=1.0)
+    put = buffer_pb2.PutGroupRequest(group=group, claim_id=claim.claim_id, worker_id="w1")
     return {
         "EnqueuePrompts": buffer_pb2.EnqueuePromptsRequest(prompts=[_prompt(6), _prompt(7)], cursor_start=6,
                                                            cursor_end=8),
         "GetCursor": buffer_pb2.GetCursorRequest(),
         "ClaimPrompts": buffer_pb2.ClaimPromptsRequest(worker_id="w2", max_prompts=1, wait_ms=0),
         "ReleasePrompts": buffer_pb2.ReleasePromptsRequest(worker_id="w1", claim_ids=[claim.claim_id]),
-        "PutGroup": buffer_pb2.PutGroupRequest(group=group, claim_id=claim.claim_id, worker_id="w1"),
+        "PutGroup": put,
+        "PutGroups": buffer_pb2.PutGroupsRequest(puts=[put]),
         "SampleGroups": buffer_pb2.SampleGroupsRequest(consumer="learner", num_groups=1, max_staleness=4,
                                                        filter_low=0.0, filter_high=1.0, wait_ms=0),
         "AckGroups": buffer_pb2.AckGroupsRequest(consumer="learner", entry_ids=["1-0"]),
