@@ -75,7 +75,7 @@ def test_default_install_has_every_part() -> None:
     assert env_of(pod_spec(learner)["containers"][0])["EUREKA_RUN_DIR"].startswith("/checkpoints/")
     redis = one(docs, "StatefulSet", "eureka-redis")
     args = pod_spec(redis)["containers"][0]["args"][0]
-    assert "--appendonly yes" in args and "--appendfsync everysec" in args and '--requirepass "$REDIS_PASSWORD"' in args
+    assert "--appendonly yes" in args and "--appendfsync everysec" in args and "requirepass $REDIS_PASSWORD\n" in args
     assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     assert {s["metadata"]["name"] for s in find(docs, "Secret")} == {"eureka-token", "eureka-redis"}
     # Autoscaling is off by default: nothing scales rollout but `rollout.replicas`.

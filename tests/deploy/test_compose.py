@@ -68,7 +68,7 @@ def test_compose_has_every_service_with_healthchecks_and_conditions() -> None:
     assert set(services["rollout"]["depends_on"]) == {"buffer", "reward", "learner"}
     assert services["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
     redis_cmd = " ".join(services["redis"]["command"])
-    assert "--appendonly yes" in redis_cmd and "--requirepass" in redis_cmd
+    assert "--appendonly yes" in redis_cmd and "requirepass $$REDIS_PASSWORD\n" in redis_cmd
     # Scalable rollout: no fixed container name, no host port.
     assert "container_name" not in services["rollout"] and "ports" not in services["rollout"]
     for name in SERVICES:
