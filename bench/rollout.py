@@ -7,7 +7,8 @@ services and one `eureka rollout serve` process pulling its weights from a weigh
 runs from EnqueuePrompts to the last group read back by a learner-style SampleGroups (claim, weight
 check, generation with behaviour log-probs, Verify, PutGroups included; `worker_generate_share` is the
 part of that time the worker spent inside `generate`). Bare path: `model.generate` in
-this process on the prompts' inputs, tokens counted up to the stop. The two alternate round by round.
+this process on the round's prompts left-padded into one batch (as the worker's hf backend batches a
+claim), tokens counted up to the stop. The two alternate round by round.
 Writes bench/results/rollout.json.
 
     .venv/bin/python bench/rollout.py [--rounds 3] [--prompts 8] [--samples 8] [--max-tokens 128]
@@ -60,25 +61,21 @@ def make_prompts(first: int, n: int) -> list[common_pb2.Prompt]:
 
 
 def bare_round(model, tok, prompts, samples: int, max_tokens: int) -> tuple[int, float]:
-    """The baseline: plain `generate` per prompt; (tokens up to the stop, seconds)."""
+    """The baseline: plain `generate` on the round's prompts left-padded into one batch, as the worker's
+    backend batches them; (tokens up to the stop, seconds)."""
     import torch
 
     from shared.model.io import generation_stop_ids
-    from shared.model.prompts import build_prompt_inputs
+    from shared.model.prompts import batch_inputs, build_prompt_inputs
 
     stops = set(generation_stop_ids(tok))
     tokens, start = 0, time.perf_counter()
-    for p in prompts:
-        inputs = build_prompt_inputs(p, tok)
-        ids = torch.tensor([inputs.input_ids])
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs.pixel_values,
-                                 image_grid_thw=inputs.image_grid_thw, do_sample=True, temperature=1.0, top_p=1.0,
-                                 top_k=0, max_new_tokens=max_tokens, num_return_sequences=samples,
-                                 eos_token_id=sorted(stops), pad_token_id=tok.pad_token_id)
-        for row in out[:, len(inputs.input_ids):].tolist():
-            cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
-            tokens += cut
+    kwargs = batch_inputs([build_prompt_inputs(p, tok) for p in prompts], tok.pad_token_id)
+    with torch.inference_mode():
+        out = model.generate(**kwargs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_tokens,
+                             num_return_sequences=samples, eos_token_id=sorted(stops), pad_token_id=tok.pad_token_id)
+    for row in out[:, kwargs["input_ids"].shape[1] :].tolist():
+        tokens += next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
     return tokens, time.perf_counter() - start
 
 

@@ -67,27 +67,29 @@ def reward_channel(target: str = "") -> Iterator[Any]:
             terminate(proc, grace_s=20)
 
 
-def generate(model: Any, tokenizer: Any, inputs: Any, k: int, greedy: bool, temperature: float, max_new_tokens: int) -> list[list[int]]:
-    """k responses (token ids, stop token removed) for one prompt."""
+ROWS_PER_CALL = 64  # prompts x samples in one `generate` call
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[Any], k: int, greedy: bool, temperature: float,
+             max_new_tokens: int) -> list[list[list[int]]]:
+    """k responses (token ids, stop token removed) for each prompt, from one batched `generate` call."""
     import torch
 
     from shared.model.io import generation_stop_ids, suppressed_token_ids
+    from shared.model.prompts import batch_inputs
 
-    ids = torch.tensor([inputs.input_ids] * k)
-    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if inputs.pixel_values is not None:
-        kwargs["pixel_values"] = inputs.pixel_values.repeat(k, 1)
-        kwargs["image_grid_thw"] = inputs.image_grid_thw.repeat(k, 1)
+    kwargs = batch_inputs(prompts, tokenizer.pad_token_id)
     sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
     stops = generation_stop_ids(tokenizer)
     with torch.no_grad():
-        out = model.generate(**kwargs, **sampling, max_new_tokens=max_new_tokens, eos_token_id=stops,
-                             pad_token_id=tokenizer.pad_token_id, suppress_tokens=suppressed_token_ids(tokenizer))
+        out = model.generate(**kwargs, **sampling, num_return_sequences=k, max_new_tokens=max_new_tokens,
+                             eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+                             suppress_tokens=suppressed_token_ids(tokenizer))
     responses = []
-    for row in out[:, len(inputs.input_ids):].tolist():
+    for row in out[:, kwargs["input_ids"].shape[1] :].tolist():
         cut = next((i for i, t in enumerate(row) if t in stops), len(row))
         responses.append(row[:cut])
-    return responses
+    return [responses[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 def score(channel: Any, items: list[tuple[str, str]], mode: str) -> list[Any]:
@@ -153,10 +155,16 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
     k = 1 if cfg.greedy else cfg.samples
     start = time.monotonic()
     generated = []
-    for i, rec in enumerate(tqdm(records, desc="eval", unit="prompt", disable=not progress)):
-        inputs = build_prompt_inputs(record_to_prompt(rec, f"eval:{i}", i), tok, cfg.mode)
-        for ids in generate(model, tok, inputs, k, cfg.greedy, cfg.temperature, cfg.max_new_tokens):
-            generated.append((rec, ids, tok.decode(ids, skip_special_tokens=True)))
+    per_call = max(1, ROWS_PER_CALL // k)
+    with tqdm(total=len(records), desc="eval", unit="prompt", disable=not progress) as bar:
+        for first in range(0, len(records), per_call):
+            chunk = records[first : first + per_call]
+            inputs = [build_prompt_inputs(record_to_prompt(rec, f"eval:{first + i}", first + i), tok, cfg.mode)
+                      for i, rec in enumerate(chunk)]
+            outputs = generate(model, tok, inputs, k, cfg.greedy, cfg.temperature, cfg.max_new_tokens)
+            for rec, responses in zip(chunk, outputs, strict=True):
+                generated.extend((rec, ids, tok.decode(ids, skip_special_tokens=True)) for ids in responses)
+            bar.update(len(chunk))
     with reward_channel(cfg.reward_target) as channel:
         results = score(channel, [(text, rec.answer) for rec, _, text in generated], cfg.mode)
     rows = [

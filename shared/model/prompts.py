@@ -145,3 +145,24 @@ def build_prompt_inputs(
             "shorten the question, use smaller images or raise the limit"
         )
     return PromptInputs(input_ids=list(ids), pixel_values=pixel_values, image_grid_thw=grid)
+
+
+def batch_inputs(prompts: list[PromptInputs], pad_id: int, device: str = "cpu", dtype: Any = None) -> dict[str, Any]:
+    """Model kwargs for several prompts in one `generate` call: ids left-padded to one width (mask 0 on the
+    padding; Qwen2.5-VL's rope positions follow the mask), every image's patches concatenated in prompt order.
+    Generated tokens then start at column `input_ids.shape[1]` in every row."""
+    import torch
+
+    width = max(len(p.input_ids) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p.input_ids) :] = torch.tensor(p.input_ids, dtype=torch.long)
+        mask[row, width - len(p.input_ids) :] = 1
+    kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    with_images = [p for p in prompts if p.pixel_values is not None]
+    if with_images:
+        pixel_values = torch.cat([p.pixel_values for p in with_images])
+        kwargs["pixel_values"] = pixel_values.to(device, dtype=dtype or pixel_values.dtype)
+        kwargs["image_grid_thw"] = torch.cat([p.image_grid_thw for p in with_images]).to(device)
+    return kwargs

@@ -26,8 +26,6 @@ from services.rollout.backends.base import (
 if TYPE_CHECKING:
     import torch
 
-    from shared.model.prompts import PromptInputs
-
 
 def _recorder(temperature: float, suppress: torch.Tensor, abort: threading.Event) -> tuple[Any, Any, list]:
     """A (logits processor, stopping criterion, gathered log-probs) triple sharing one generate call's state."""
@@ -64,7 +62,7 @@ def check_tied(current: dict[str, torch.Tensor], incoming: dict[str, torch.Tenso
 
 
 class HfBackend(Backend):
-    """transformers `generate` on one device; one prompt (n sequences) per `generate` call."""
+    """transformers `generate` on one device; a worker batch (its prompts x n sequences) per `generate` call."""
 
     def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32") -> None:
         import torch
@@ -93,45 +91,34 @@ class HfBackend(Backend):
             renormalize_logits=False, use_cache=True, return_dict_in_generate=False,
         )
 
-    def model_inputs(self, prompt: PromptInputs) -> dict[str, Any]:
-        import torch
-
-        ids = torch.tensor([prompt.input_ids], dtype=torch.long, device=self.device)
-        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if prompt.pixel_values is not None:
-            kwargs["pixel_values"] = prompt.pixel_values.to(self.device, dtype=self.model.dtype)
-            kwargs["image_grid_thw"] = prompt.image_grid_thw.to(self.device)
-        return kwargs
-
     def generate(
         self, requests: list[GenRequest], spec: SamplingSpec, abort: threading.Event
     ) -> list[list[Completion]]:
-        with self.lock:
-            return [self._generate_one(r.inputs, spec, abort) for r in requests]
-
-    def _generate_one(self, prompt: PromptInputs, spec: SamplingSpec, abort: threading.Event) -> list[Completion]:
+        """Every request's `n` samples from one `generate` call (prompts left-padded into one batch)."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        if abort.is_set():
-            raise GenerationAborted("the worker is draining")
-        record, gather, gathered = _recorder(spec.temperature, self.suppress, abort)
-        inputs = self.model_inputs(prompt)
-        with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                generation_config=self.generation_config(spec),
-                logits_processor=LogitsProcessorList([record]),
-                stopping_criteria=StoppingCriteriaList([gather]),
-            )
-        if abort.is_set():
-            raise GenerationAborted("the worker is draining")
-        new = out[:, len(prompt.input_ids) :]
+        from shared.model.prompts import batch_inputs
+
+        with self.lock:
+            if abort.is_set():
+                raise GenerationAborted("the worker is draining")
+            record, gather, gathered = _recorder(spec.temperature, self.suppress, abort)
+            inputs = batch_inputs([r.inputs for r in requests], self.pad_id, self.device, self.model.dtype)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **inputs,
+                    generation_config=self.generation_config(spec),
+                    logits_processor=LogitsProcessorList([record]),
+                    stopping_criteria=StoppingCriteriaList([gather]),
+                )
+            if abort.is_set():
+                raise GenerationAborted("the worker is draining")
+        new = out[:, inputs["input_ids"].shape[1] :]  # rows: request 0's n samples, then request 1's, ...
         logprobs = torch.stack(gathered[: new.shape[1]], dim=1) if new.shape[1] else new.float()
         stops = set(self.stop_ids)
-        return [
-            finish(new[i].tolist(), logprobs[i].tolist(), stops, spec.max_new_tokens) for i in range(new.shape[0])
-        ]
+        rows = [finish(new[i].tolist(), logprobs[i].tolist(), stops, spec.max_new_tokens) for i in range(new.shape[0])]
+        return [rows[i * spec.n : (i + 1) * spec.n] for i in range(len(requests))]
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         import torch
