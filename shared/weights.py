@@ -4,11 +4,16 @@ The state dict is serialized once per version with safetensors and streamed in c
 carry the version, their offset and a CRC32; the last chunk closes a blob whose SHA-256 is known up
 front. A puller either gets one whole verified version or a `WeightPullError` and keeps what it had,
 so a worker never serves a mix of two versions. Version 0 is the base model.
+
+The server sends pre-serialized chunk frames; the puller parses each frame from its wire bytes (the
+data stays a view, no protobuf copy) and checks, copies and hashes it on a second thread while the next
+one arrives, into one buffer; the tensors it returns are views of that buffer.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 import zlib
 from collections.abc import Iterator
@@ -21,6 +26,7 @@ from eureka.v1 import weights_pb2, weights_pb2_grpc
 from shared.grpc_server import FailedPrecondition, InvalidArgument, map_errors
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 DEFAULT_CHUNK_BYTES = 4 << 20
@@ -51,6 +57,58 @@ def deserialize_state_dict(blob: bytes) -> dict[str, torch.Tensor]:
     from safetensors.torch import load
 
     return load(blob)
+
+
+_SAFETENSORS_DTYPES = (
+    "BOOL:bool U8:uint8 I8:int8 U16:uint16 I16:int16 F16:float16 BF16:bfloat16 U32:uint32 I32:int32 F32:float32"
+    " U64:uint64 I64:int64 F64:float64 F8_E4M3:float8_e4m3fn F8_E5M2:float8_e5m2"
+)
+
+
+def state_dict_from_buffer(buf: np.ndarray) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors bytes held in a uint8 array, as views of it (no copy when aligned).
+
+    Checks what safetensors' own loader checks: a JSON header of known dtypes and shapes whose data
+    offsets tile the data section exactly; ValueError otherwise."""
+    import json
+    import math
+
+    import torch
+
+    dtypes = {k: getattr(torch, v) for k, v in (p.split(":") for p in _SAFETENSORS_DTYPES.split()) if hasattr(torch, v)}
+    if len(buf) < 8:
+        raise ValueError("shorter than the 8-byte header length")
+    header_len = int.from_bytes(buf[:8].tobytes(), "little")
+    if header_len > len(buf) - 8:
+        raise ValueError(f"header of {header_len} bytes runs past the end")
+    header = json.loads(buf[8 : 8 + header_len].tobytes())
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    header.pop("__metadata__", None)
+    data = buf[8 + header_len :]
+    entries = []
+    for name, info in header.items():
+        dtype, shape, (begin, end) = dtypes[info["dtype"]], info["shape"], info["data_offsets"]
+        if not all(isinstance(d, int) and d >= 0 for d in [*shape, begin, end]):
+            raise ValueError(f"tensor {name}: bad shape or offsets")
+        if end - begin != math.prod(shape) * dtype.itemsize:
+            raise ValueError(f"tensor {name}: {end - begin} bytes for shape {shape} of {info['dtype']}")
+        entries.append((begin, end, name, dtype, shape))
+    entries.sort(key=lambda e: e[:2])
+    covered = 0
+    for begin, end, name, _, _ in entries:
+        if begin != covered:
+            raise ValueError(f"tensor {name}: data offsets do not tile the data section")
+        covered = end
+    if covered != len(data):
+        raise ValueError(f"tensors cover {covered} of {len(data)} data bytes")
+    out: dict[str, torch.Tensor] = {}
+    for begin, end, name, dtype, shape in entries:
+        raw = data[begin:end]
+        if (8 + header_len + begin) % dtype.itemsize:
+            raw = raw.copy()  # misaligned for its dtype: a copy of its own
+        out[name] = torch.from_numpy(raw).view(dtype).reshape(shape) if end > begin else torch.empty(shape, dtype=dtype)
+    return out
 
 
 @dataclass(frozen=True)
@@ -198,57 +256,199 @@ def add_weight_service(server: grpc.Server, store: WeightStore) -> list[str]:
     return [name]
 
 
-def _assemble(chunks: Iterator[weights_pb2.WeightChunk], min_version: int) -> tuple[int, bytes]:
-    """Join the chunks of one version, verifying each; raises WeightPullError with a sentence.
+_WIRE_VARINT, _WIRE_I64, _WIRE_LEN, _WIRE_I32 = 0, 1, 2, 5
+# WeightChunk's fields by number: (name, wire type); anything else is skipped as an unknown (newer) field.
+_CHUNK_FIELDS = {
+    1: ("policy_version", _WIRE_VARINT), 2: ("offset", _WIRE_VARINT), 3: ("data", _WIRE_LEN),
+    4: ("crc32", _WIRE_VARINT), 5: ("last", _WIRE_VARINT), 6: ("total_bytes", _WIRE_VARINT),
+    7: ("sha256", _WIRE_LEN),
+}
+_EMPTY = memoryview(b"")
 
-    Each chunk's data is read once (protobuf copies it on every read) and hashed while it is in cache."""
-    parts: list[bytes] = []
+
+@dataclass(frozen=True)
+class ChunkFrame:
+    """A WeightChunk read straight from its wire bytes; `data` is a view into the frame (not a copy)."""
+
+    policy_version: int = 0
+    offset: int = 0
+    data: memoryview = _EMPTY
+    crc32: int = 0
+    last: bool = False
+    total_bytes: int = 0
+    sha256: str = ""
+
+
+def _read_varint(frame: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    for i in range(pos, min(pos + 10, len(frame))):
+        byte = frame[i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if value >> 64:
+                break
+            return value, i + 1
+        shift += 7
+    raise WeightPullError(f"malformed weight chunk: bad varint at byte {pos} of a {len(frame)}-byte frame")
+
+
+def parse_chunk_frame(frame: bytes) -> ChunkFrame:
+    """Parse one serialized WeightChunk strictly (what protobuf accepts, minus wrong wire types and
+    out-of-range values); the data field stays in the frame. Raises WeightPullError on a malformed frame."""
+    view, end, pos = memoryview(frame), len(frame), 0
+    fields: dict[str, object] = {}
+    while pos < end:
+        key, pos = _read_varint(frame, pos)
+        number, wire = key >> 3, key & 7
+        name, want = _CHUNK_FIELDS.get(number, ("", wire))
+        if number == 0 or wire != want:
+            raise WeightPullError(f"malformed weight chunk: field {number} with wire type {wire} at byte {pos}")
+        if wire == _WIRE_VARINT:
+            value, pos = _read_varint(frame, pos)
+            if name:
+                fields[name] = value
+            continue
+        if wire == _WIRE_LEN:
+            size, pos = _read_varint(frame, pos)
+        elif wire in (_WIRE_I64, _WIRE_I32):
+            size = 8 if wire == _WIRE_I64 else 4
+        else:
+            raise WeightPullError(f"malformed weight chunk: unsupported wire type {wire} at byte {pos}")
+        if pos + size > end:
+            raise WeightPullError(f"malformed weight chunk: field {number} runs past the end of the frame")
+        if name:
+            fields[name] = view[pos : pos + size]
+        pos += size
+    try:
+        sha = fields.pop("sha256", _EMPTY)
+        fields["sha256"] = str(sha, "utf-8")  # type: ignore[call-overload]
+    except UnicodeDecodeError as e:
+        raise WeightPullError("malformed weight chunk: sha256 is not UTF-8") from e
+    if fields.get("crc32", 0) >> 32:  # type: ignore[operator]
+        raise WeightPullError("malformed weight chunk: crc32 does not fit 32 bits")
+    fields["last"] = bool(fields.get("last", 0))
+    return ChunkFrame(**fields)  # type: ignore[arg-type]
+
+
+_VERIFY_BLOCK = 1 << 20  # CRC32, copy and SHA-256 walk a chunk in blocks that stay in cache between the three
+
+
+class _Verifier:
+    """Per chunk, on a thread of its own: CRC32 check, copy into the version's buffer, SHA-256 update.
+
+    zlib, numpy's copy and hashlib release the GIL, so this runs while the caller receives the next
+    chunk. A bounded queue keeps at most a few chunks in flight; the first failure is kept and raised."""
+
+    def __init__(self, total_bytes: int) -> None:
+        import numpy as np
+
+        try:
+            # Not touched until written: a lying total_bytes costs address space, never memory.
+            self.buffer = np.empty(total_bytes, dtype=np.uint8)
+        except (MemoryError, ValueError) as e:
+            raise WeightPullError(f"cannot hold the announced {total_bytes} bytes: {e}") from e
+        self._np = np
+        self._sha = hashlib.sha256()
+        self._queue: queue.Queue[ChunkFrame | None] = queue.Queue(maxsize=4)
+        self.error: WeightPullError | None = None
+        self._thread = threading.Thread(target=self._run, name="weights-verify", daemon=True)
+        self._thread.start()
+
+    def _verify(self, chunk: ChunkFrame) -> None:
+        crc, data, offset = 0, chunk.data, chunk.offset
+        for start in range(0, len(data), _VERIFY_BLOCK):
+            block = data[start : start + _VERIFY_BLOCK]
+            crc = zlib.crc32(block, crc)
+            self.buffer[offset + start : offset + start + len(block)] = self._np.frombuffer(block, self._np.uint8)
+            self._sha.update(block)
+        if crc != chunk.crc32:
+            self.error = WeightPullError(f"chunk at offset {chunk.offset} fails its CRC32 check")
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self.error is None:  # after a failure: drain, the caller stops at its next put
+                self._verify(chunk)
+
+    def put(self, chunk: ChunkFrame) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(chunk)
+
+    def finish(self) -> str:
+        """Wait for the chunks put so far; the SHA-256 hex digest, or the first failure raised."""
+        self.close()
+        if self.error is not None:
+            raise self.error
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def _assemble(frames: Iterator[bytes], min_version: int) -> tuple[int, np.ndarray]:
+    """Join the serialized chunks of one version into one buffer, verifying each; WeightPullError with a sentence.
+
+    The receiving thread parses each frame and checks its place in the version; the CRC32, the copy
+    and the SHA-256 run on a `_Verifier` thread meanwhile (the data is never copied by protobuf)."""
     received = 0
-    first: weights_pb2.WeightChunk | None = None
-    sha = hashlib.sha256()
+    first: ChunkFrame | None = None
+    verifier: _Verifier | None = None
     last = False
-    for chunk in chunks:
-        if first is None:
-            first = chunk
-            if chunk.policy_version < min_version:
-                raise WeightPullError(f"server sent version {chunk.policy_version}, below min_version {min_version}")
-        elif (chunk.policy_version, chunk.total_bytes, chunk.sha256) != (
-            first.policy_version, first.total_bytes, first.sha256,
-        ):
-            raise WeightPullError(
-                f"chunk at offset {chunk.offset} belongs to version {chunk.policy_version}, not {first.policy_version}:"
-                " versions mixed in one stream"
-            )
-        if chunk.offset != received:
-            raise WeightPullError(f"chunk offset {chunk.offset} does not follow the {received} bytes received")
-        data = chunk.data
-        if zlib.crc32(data) != chunk.crc32:
-            raise WeightPullError(f"chunk at offset {chunk.offset} fails its CRC32 check")
-        received += len(data)
-        if received > first.total_bytes:
-            raise WeightPullError(f"received {received} bytes, more than the announced {first.total_bytes}")
-        sha.update(data)
-        parts.append(data)
-        last = chunk.last
-        if last:
-            break
-    if first is None or not last:
-        raise WeightPullError("the stream ended before its last chunk")
-    if received != first.total_bytes:
-        raise WeightPullError(f"received {received} bytes, the version announced {first.total_bytes}")
-    if sha.hexdigest() != first.sha256:
-        raise WeightPullError(f"SHA-256 of version {first.policy_version} does not match; the blob is corrupt")
-    return first.policy_version, b"".join(parts)
+    try:
+        for frame in frames:
+            chunk = parse_chunk_frame(frame)
+            if first is None:
+                first = chunk
+                if chunk.policy_version < min_version:
+                    raise WeightPullError(
+                        f"server sent version {chunk.policy_version}, below min_version {min_version}"
+                    )
+                verifier = _Verifier(chunk.total_bytes)
+            elif (chunk.policy_version, chunk.total_bytes, chunk.sha256) != (
+                first.policy_version, first.total_bytes, first.sha256,
+            ):
+                raise WeightPullError(
+                    f"chunk at offset {chunk.offset} belongs to version {chunk.policy_version},"
+                    f" not {first.policy_version}: versions mixed in one stream"
+                )
+            if chunk.offset != received:
+                raise WeightPullError(f"chunk offset {chunk.offset} does not follow the {received} bytes received")
+            received += len(chunk.data)
+            if received > first.total_bytes:
+                raise WeightPullError(f"received {received} bytes, more than the announced {first.total_bytes}")
+            assert verifier is not None
+            verifier.put(chunk)
+            if chunk.last:
+                last = True
+                break
+        if first is None or verifier is None or not last:
+            raise WeightPullError("the stream ended before its last chunk")
+        if received != first.total_bytes:
+            raise WeightPullError(f"received {received} bytes, the version announced {first.total_bytes}")
+        if verifier.finish() != first.sha256:
+            raise WeightPullError(f"SHA-256 of version {first.policy_version} does not match; the blob is corrupt")
+        return first.policy_version, verifier.buffer
+    finally:
+        if verifier is not None:
+            verifier.close()
+
+
+def open_weight_stream(channel: grpc.Channel, min_version: int, timeout_s: float, chunk_bytes: int = 0):
+    """StreamWeights with the responses left as their wire bytes (for `_assemble`); a cancellable iterator."""
+    call = channel.unary_stream(
+        _STREAM_METHOD, request_serializer=weights_pb2.StreamWeightsRequest.SerializeToString,
+        response_deserializer=None,
+    )
+    return call(weights_pb2.StreamWeightsRequest(min_version=min_version, chunk_bytes=chunk_bytes), timeout=timeout_s)
 
 
 def pull_weights(
     channel: grpc.Channel, min_version: int, timeout_s: float, chunk_bytes: int = 0
 ) -> tuple[int, dict[str, torch.Tensor]]:
     """Pull the published version (>= min_version) within `timeout_s`; every chunk and the whole verified."""
-    stub = weights_pb2_grpc.WeightServiceStub(channel)
-    stream = stub.StreamWeights(
-        weights_pb2.StreamWeightsRequest(min_version=min_version, chunk_bytes=chunk_bytes), timeout=timeout_s
-    )
+    stream = open_weight_stream(channel, min_version, timeout_s, chunk_bytes)
     try:
         version, blob = _assemble(stream, min_version)
     except grpc.RpcError as e:
@@ -258,6 +458,6 @@ def pull_weights(
     finally:
         stream.cancel()  # no-op after a complete stream; frees the server after a refused one
     try:
-        return version, deserialize_state_dict(blob)
-    except Exception as e:  # safetensors raises its own error type on a malformed header
+        return version, state_dict_from_buffer(blob)
+    except Exception as e:  # a malformed header: ValueError, KeyError, TypeError, JSON errors
         raise WeightPullError(f"version {version} verified but is not a safetensors state dict: {e}") from e

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import grpc
+import numpy as np
 import pytest
 import torch
 from eureka.v1 import weights_pb2, weights_pb2_grpc
@@ -22,8 +23,10 @@ from shared.weights import (
     add_weight_service,
     deserialize_state_dict,
     iter_chunks,
+    parse_chunk_frame,
     pull_weights,
     serialize_state_dict,
+    state_dict_from_buffer,
 )
 
 Tamper = Callable[[Iterator[weights_pb2.WeightChunk]], Iterator[weights_pb2.WeightChunk]]
@@ -223,3 +226,83 @@ def test_publish_during_a_pull_serves_one_whole_version(store: WeightStore) -> N
         assert pull_weights(_channel(srv), 2, 30, chunk_bytes=1 << 20)[0] == 2
     finally:
         srv.stop(0)
+
+
+def _frames_of(published: Published, chunk_bytes: int) -> list[bytes]:
+    return [c.SerializeToString() for c in iter_chunks(published, chunk_bytes)]
+
+
+def test_parse_chunk_frame_reads_what_protobuf_reads(store: WeightStore) -> None:
+    snap = store.snapshot()
+    big = weights_pb2.WeightChunk(policy_version=2**64 - 1, offset=2**63, data=b"\x00\xff" * 9, crc32=2**32 - 1,
+                                  last=True, total_bytes=18, sha256="ab" * 32)
+    # an unknown (newer) field of every skippable wire type, before and after the known ones
+    unknown = b"\x40\x96\x01" + b"\x49" + bytes(8) + b"\x52\x02hi" + b"\x5d" + bytes(4)
+    frames = [*_frames_of(snap, 100), big.SerializeToString(), unknown + big.SerializeToString() + unknown, b""]
+    for frame in frames:
+        want, got = weights_pb2.WeightChunk.FromString(frame), parse_chunk_frame(frame)
+        assert (got.policy_version, got.offset, bytes(got.data), got.crc32, got.last, got.total_bytes, got.sha256) == (
+            want.policy_version, want.offset, want.data, want.crc32, want.last, want.total_bytes, want.sha256)
+    assert parse_chunk_frame(frames[1]).data.obj is frames[1]  # a view into the frame, not a copy
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\x1a\x10" + b"x" * 5,  # data announces 16 bytes, 5 follow
+        b"\x08\x80",  # a varint cut short
+        b"\x08" + b"\xff" * 10 + b"\x01",  # a varint longer than 10 bytes
+        b"\x0a\x01x",  # policy_version (a varint) sent length-delimited
+        b"\x1b",  # data with the group wire type
+        b"\x00\x01",  # field number 0
+        b"\x20\x80\x80\x80\x80\x10",  # crc32 beyond 32 bits
+        b"\x3a\x02\xff\xfe",  # sha256 not UTF-8
+    ],
+)
+def test_malformed_frame_from_a_real_server_raises(frame: bytes) -> None:
+    with pytest.raises(WeightPullError, match="malformed weight chunk"):
+        parse_chunk_frame(frame)
+
+    def add(server: grpc.Server) -> list[str]:  # a server that sends this frame as its StreamWeights answer
+        handler = grpc.unary_stream_rpc_method_handler(lambda request, context: iter([frame]),
+                                                       response_serializer=lambda b: b)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("eureka.v1.WeightService", {"StreamWeights": handler}),))
+        return ["eureka.v1.WeightService"]
+
+    srv = GrpcServer(add, host="127.0.0.1", port=0, grpc_cfg=GrpcConfig(grace_s=0), security=SecurityConfig()).start()
+    try:
+        with pytest.raises(WeightPullError, match="malformed weight chunk"):
+            pull_weights(_channel(srv), min_version=0, timeout_s=5)
+    finally:
+        srv.stop(0)
+
+
+def test_state_dict_from_buffer_matches_safetensors() -> None:
+    sd = {
+        **_state_dict(4),
+        "flag": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(3.5, dtype=torch.float64),
+        "empty": torch.zeros(0, 4),
+        "odd": torch.arange(3, dtype=torch.int8),
+        "half": torch.arange(5, dtype=torch.float16),
+    }
+    blob = serialize_state_dict(sd)
+    got = state_dict_from_buffer(np.frombuffer(bytearray(blob), dtype=np.uint8))
+    _assert_same(got, deserialize_state_dict(blob))
+    # a float16 at an odd offset (safetensors itself never writes one): read through a copy of its own
+    odd = b'{"b":{"dtype":"I8","shape":[1],"data_offsets":[0,1]},"h":{"dtype":"F16","shape":[1],"data_offsets":[1,3]}}'
+    odd += b" " * (-len(odd) % 8)
+    got = state_dict_from_buffer(np.frombuffer(bytearray(len(odd).to_bytes(8, "little") + odd + b"\x07"
+                                                         + np.float16(1.5).tobytes()), dtype=np.uint8))
+    assert got["b"].tolist() == [7] and got["h"].tolist() == [1.5]
+    # an 8-byte header length, then a header whose tensors leave a data byte uncovered
+    header = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    for bad, message in [
+        (len(header).to_bytes(8, "little") + header + bytes(5), "cover 4 of 5"),
+        (len(header).to_bytes(8, "little") + header.replace(b"F32", b"F99") + bytes(4), "F99"),
+        (len(header).to_bytes(8, "little") + header.replace(b"[1]", b"[2]") + bytes(4), "for shape"),
+        ((10**6).to_bytes(8, "little") + header, "runs past the end"),
+    ]:
+        with pytest.raises((ValueError, KeyError), match=message):
+            state_dict_from_buffer(np.frombuffer(bad, dtype=np.uint8))
