@@ -435,7 +435,9 @@ def _assemble(frames: Iterator[bytes], min_version: int) -> tuple[int, np.ndarra
             verifier.close()
 
 
-def open_weight_stream(channel: grpc.Channel, min_version: int, timeout_s: float, chunk_bytes: int = 0):
+def open_weight_stream(
+    channel: grpc.Channel, min_version: int, timeout_s: float, chunk_bytes: int = 0
+) -> Iterator[bytes]:
     """StreamWeights with the responses left as their wire bytes (for `_assemble`); a cancellable iterator."""
     call = channel.unary_stream(
         _STREAM_METHOD, request_serializer=weights_pb2.StreamWeightsRequest.SerializeToString,
