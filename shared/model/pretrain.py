@@ -1,8 +1,10 @@
 """`eureka make-base`: pretrain the tiny Qwen2.5-VL on the small world's corpus for a few CPU minutes.
 
-Documents are generated on the fly (deterministic by seed), loss on the response tokens only, the
-vision tower trained too. The result is a normal HF checkpoint directory with `recipe.sha256`, so a
-changed recipe rebuilds the cache (shared/model/cache.py).
+Documents are generated on the fly (deterministic by seed), loss on the response tokens only. The
+vision tower stays at its random init, with the patch embedding made blind to a plain white patch:
+trained, it collapses to an image-independent output, and with the white background in every feature
+the text model learns to read the image far more slowly (docs/MODEL.md). The result is a normal HF
+checkpoint directory with `recipe.sha256`, so a changed recipe rebuilds the cache (shared/model/cache.py).
 """
 
 from __future__ import annotations
@@ -22,17 +24,18 @@ from pydantic import Field
 from shared.config import StrictModel
 from shared.model.corpus import CorpusMix
 
-CORPUS_VERSION = 2  # bump when corpus.py or synthetic.py change what documents look like
+CORPUS_VERSION = 3  # bump when corpus.py or synthetic.py change what documents look like
 
 
 class BaseRecipe(StrictModel):
     """How the tiny base is built (its digest keys the cache)."""
 
     seed: int = Field(0, ge=0)
-    steps: int = Field(450, ge=1, description="optimizer steps")
-    batch_size: int = Field(16, ge=1, description="documents per step")
+    steps: int = Field(1800, ge=1, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, description="documents per step (small: optimizer steps matter more than batch)")
     lr: float = Field(4e-3, gt=0)
-    warmup_steps: int = Field(30, ge=0)
+    warmup_steps: int = Field(60, ge=0)
+    train_vision: bool = Field(False, description="train the vision tower too (it collapses; off: random, white-blind)")
     weight_decay: float = Field(0.01, ge=0)
     # One thread by default: on a shared 2-core machine OpenMP spin-waits make 2 threads several times slower.
     threads: int = Field(1, ge=1, description="torch CPU threads (not part of the digest)")
@@ -77,6 +80,22 @@ def make_batch(problems: list[Any], rng: random.Random, tokenizer: Any, mix: Cor
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixel_values, "image_grid_thw": grid}
 
 
+def null_background(model: Any) -> None:
+    """Project the patch embedding so a plain white patch maps to zero: image features carry the drawn
+    objects instead of a large constant background component."""
+    import torch
+    from PIL import Image
+
+    from shared.model.images import preprocess_images
+
+    white = preprocess_images([Image.new("RGB", (56, 56), "white")])[0][0]
+    weight = model.model.visual.patch_embed.proj.weight
+    with torch.no_grad():
+        flat = weight.view(weight.shape[0], -1)
+        u = white / white.norm()
+        flat -= (flat @ u)[:, None] * u[None, :]
+
+
 def build_base(recipe: BaseRecipe, out: Path, progress: bool = True) -> dict[str, Any]:
     """Train and save the tiny base to `out` (atomically: a temp dir renamed at the end); returns stats."""
     import math
@@ -93,6 +112,9 @@ def build_base(recipe: BaseRecipe, out: Path, progress: bool = True) -> dict[str
     rng = random.Random(f"corpus:{recipe.seed}")
     mix = CorpusMix()
     model, tok = new_tiny_model(recipe.seed)
+    if not recipe.train_vision:
+        null_background(model)
+        model.model.visual.requires_grad_(False)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay)
 

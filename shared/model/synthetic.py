@@ -68,14 +68,16 @@ def _count(rng: random.Random) -> Problem:
     targets = set(rng.sample(cells, n))
     img = Image.new("RGB", (SIZE, SIZE), "white")
     draw = ImageDraw.Draw(img)
-    names = []
+    seen, names = [], []
     for k in cells:
         shape = rng.choice(SHAPES)
         c = colour if k in targets else rng.choice([x for x in COLOURS if x != colour])
         _draw_shape(draw, k, shape, c)
+        seen.append(f"{c} {shape}")
         if k in targets:
-            names.append(shape)
-    steps = [f"The {colour} shapes: {', '.join(names)}.", f"That is {n}."]
+            names.append(f"{len(names) + 1} {shape}")
+    # read first (every shape in cell order), then the counted ones numbered: the count copies the last number
+    steps = [f"The shapes: {', '.join(seen)}.", f"The {colour} shapes: {', '.join(names)}.", f"That is {n}."]
     return Problem("count", f"How many {colour} shapes are there?", str(n), img, steps, str(n))
 
 
@@ -109,12 +111,13 @@ def _bar(rng: random.Random) -> Problem:
     draw = ImageDraw.Draw(img)
     for i, v in enumerate(values):  # one grid cell per unit: a merged vision token is either bar or background
         draw.rectangle((i * CELL + 2, SIZE - v * CELL, (i + 1) * CELL - 3, SIZE - 1), fill=(60, 110, 200))
+    read = "The bars are " + ", ".join(f"{k} {v}" for k, v in zip(LETTERS, values)) + "."  # read first, by letter
     if rng.random() < 0.5 and values.count(max(values)) == 1:
         top = LETTERS[values.index(max(values))]
-        steps = [f"The bars are {', '.join(map(str, values))}.", f"The tallest is {top}."]
+        steps = [read, f"The tallest is {top}."]
         return Problem("bar", "Bars A-D go left to right. Which bar is the tallest?", top, img, steps, top)
     i = rng.randrange(len(LETTERS))
-    steps = [f"Bar {LETTERS[i]} reaches {values[i]}."]
+    steps = [read, f"Bar {LETTERS[i]} reaches {values[i]}."]
     q = f"Bars A-D go left to right. What is the value of bar {LETTERS[i]}?"
     return Problem("bar", q, str(values[i]), img, steps, str(values[i]))
 
@@ -140,10 +143,10 @@ def _angle(rng: random.Random) -> Problem:
         draw.text((px, py - 10 if label in "BC" else py), label, font=font, fill="black")
     if right:
         q = f"Angle AOC is a right angle and angle AOB is {x}°. Find angle BOC."
-        steps = [f"AOB + BOC = 90°.", f"90 - {x} = {90 - x}."]
+        steps = [f"AOB is {x}°.", "AOB + BOC = 90°.", f"90 - {x} = {90 - x}."]
     else:
         q = f"AOC is a straight line and angle AOB is {x}°. Find angle BOC."
-        steps = [f"AOB + BOC = 180°.", f"180 - {x} = {180 - x}."]
+        steps = [f"AOB is {x}°.", "AOB + BOC = 180°.", f"180 - {x} = {180 - x}."]
     return Problem("angle", q, str(total - x), img, steps, str(total - x))
 
 

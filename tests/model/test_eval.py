@@ -43,9 +43,32 @@ def test_eval_scores_known_answers_through_the_reward_service() -> None:
     assert [(r.accuracy, r.format) for r in res] == [(1.0, 1.0), (0.0, 0.0), (0.0, 1.0), (1.0, 0.0)]
 
 
+def _image_loss_gap(base: Path) -> float:
+    """Teacher-forced loss on count and bar solutions with each row's image swapped for another row's,
+    minus the loss with the right images: above zero when the base reads its images."""
+    import random
+
+    import torch
+
+    from shared.model.corpus import CorpusMix
+    from shared.model.io import load_model, load_tokenizer
+    from shared.model.pretrain import make_batch
+    from shared.model.synthetic import make_problem
+
+    model, tok = load_model(base), load_tokenizer(base)
+    rng = random.Random(7)
+    problems = [make_problem(rng, family, mc=False) for family in ("count", "bar") for _ in range(8)]
+    batch = make_batch(problems, random.Random(0), tok, CorpusMix(plain=1.0, boxed=0.0))
+    rows = batch["pixel_values"].view(len(problems), -1, batch["pixel_values"].shape[-1])
+    swapped = dict(batch, pixel_values=rows.roll(1, 0).reshape(batch["pixel_values"].shape))
+    with torch.no_grad():
+        return model(**swapped).loss.item() - model(**batch).loss.item()
+
+
 def _base_band_check(base: Path, heldout: Path) -> None:
     from shared.model.evaluate import EvalSettings, evaluate
 
+    assert _image_loss_gap(base) > 0.05  # the base reads the image (a collapsed vision tower gives ~0)
     greedy = evaluate(EvalSettings(model=base, data=heldout, greedy=True), progress=False)
     assert 0.05 <= greedy["overall"]["accuracy"] <= 0.40, greedy["overall"]
     sampled = evaluate(EvalSettings(model=base, data=heldout, samples=8, limit=24), progress=False)
