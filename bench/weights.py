@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shared.config import GrpcConfig, SecurityConfig  # noqa: E402
 from shared.grpc_client import create_channel, wait_serving  # noqa: E402
 from shared.redis_proc import free_port  # noqa: E402
+from shared.weights import DEFAULT_CHUNK_BYTES  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results") / "weights.json"
 TENSOR_ELEMS = 1 << 20  # 4 MiB of float32
@@ -180,7 +181,7 @@ def main() -> int:
         "ratio": min(r["ratio"] for r in results),
         "target_ratio": 0.5,
         "sizes": results,
-        "chunk_bytes": args.chunk_mb << 20,
+        "chunk_bytes": (args.chunk_mb << 20) or DEFAULT_CHUNK_BYTES,  # 0 asks for the server default
         "what": "weight stream = gRPC chunks parsed from their wire bytes + per-chunk CRC32 + offsets + SHA-256 of"
                 " the whole, copied into one buffer (bytes verified); pull_with_load adds the load into tensors (views"
                 " of that buffer); baseline = the same bytes sent in the same 4 MiB chunks over loopback TCP, recv_into"
