@@ -194,11 +194,12 @@ class Buffer:
         validate.put_many(req, self.cfg)
         self._check_memory()
         k = self.keys
+        keys = [k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats]
         pipe = self.r.pipeline(transaction=False)
         for p in req.puts:
             g = p.group
             self._put(
-                keys=[k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats],
+                keys=keys,
                 args=[g.group_id, g.SerializeToString(), p.claim_id, PROMPTS_GROUP, g.prompt_id, g.policy_version,
                       repr(sum(s.accuracy for s in g.samples) / len(g.samples)), g.attempt],
                 client=pipe,
@@ -208,6 +209,7 @@ class Buffer:
             out.results.add(entry_id=_s(entry_id) if status < 2 else "", duplicate=status == 1,
                             rejected=_rejection(p, _s(entry_id), status))
         log.info("groups put", worker_id=req.puts[0].worker_id, n=len(req.puts),
+                 group_ids=",".join(p.group.group_id for p in req.puts),
                  duplicates=sum(r.duplicate for r in out.results), rejected=sum(bool(r.rejected) for r in out.results),
                  policy_version=req.puts[0].group.policy_version)
         return out

@@ -287,8 +287,9 @@ class Worker:
                 continue
             self.groups_done += 1
             metrics.GROUPS.labels("duplicate" if result.duplicate else "put").inc()
-        log.info("groups put", n=len(groups), policy_version=groups[0].policy_version if groups else None,
-                 samples=sum(len(g.samples) for g in groups), rejected=sum(bool(r.rejected) for r in reply.results))
+        log.info("groups put", n=len(groups), group_ids=",".join(g.group_id for g in groups),
+                 policy_version=groups[0].policy_version, samples=sum(len(g.samples) for g in groups),
+                 rejected=sum(bool(r.rejected) for r in reply.results))
 
     def _release(self, claim_ids: list[str], reason: str) -> None:
         """Hand claims back to the buffer (best effort: if this fails, the lease reclaims them)."""

@@ -143,10 +143,9 @@ def _angle(rng: random.Random) -> Problem:
         draw.text((px, py - 10 if label in "BC" else py), label, font=font, fill="black")
     if right:
         q = f"Angle AOC is a right angle and angle AOB is {x}°. Find angle BOC."
-        steps = [f"AOB is {x}°.", "AOB + BOC = 90°.", f"90 - {x} = {90 - x}."]
     else:
         q = f"AOC is a straight line and angle AOB is {x}°. Find angle BOC."
-        steps = [f"AOB is {x}°.", "AOB + BOC = 180°.", f"180 - {x} = {180 - x}."]
+    steps = [f"AOB is {x}°.", f"AOB + BOC = {total}°.", f"{total} - {x} = {total - x}."]
     return Problem("angle", q, str(total - x), img, steps, str(total - x))
 
 
