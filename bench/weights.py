@@ -2,10 +2,10 @@
 
 For a 100 MB and a 1 GB state dict (float32 tensors of 4 MiB), a child process plays the learner: it
 serves the version over the gRPC WeightService, or writes the same safetensors bytes, in the same
-4 MiB chunks, to a plain TCP socket. The parent pulls: gRPC chunks with per-chunk CRC32 and SHA-256
-of the whole into one buffer, then the load into tensors (what a rollout worker gets), against
+4 MiB chunks, to a plain TCP socket. The parent pulls: gRPC chunks with per-chunk XXH3-64 and the
+XXH3-128 digest of the whole into one buffer, then the load into tensors (what a rollout worker gets), against
 `recv_into` one buffer allocated the same way (the ceiling), and, for reference, the same TCP read
-that also computes the CRC32s and the SHA-256 (what the checks cost apart from the transport).
+that also computes the chunk checksums and the digest (what the checks cost apart from the transport).
 One untimed warm-up of each path, then the paths alternate; medians of the repeats are reported.
 `ratio` compares the verified byte stream with raw TCP (both deliver bytes in one buffer);
 `pull_with_load_ratio` adds the load into tensors. Writes bench/results/weights.json.
@@ -75,14 +75,12 @@ def serve_tcp(mb: int, port: int, ready) -> None:
 def tcp_pull(port: int, verify: bool = False) -> int:
     """Read the bytes into one buffer allocated as the weight stream allocates its own (`np.empty`: no memset).
 
-    With `verify`, also compute what the weight stream checks (CRC32 of each 4 MiB chunk once it is in,
-    SHA-256 of the whole) inline: a reference that prices the checks apart from the transport."""
-    import hashlib
-    import zlib
-
+    With `verify`, also compute what the weight stream checks (XXH3-64 of each 4 MiB chunk once it is in,
+    the XXH3-128 digest of the whole) inline: a reference that prices the checks apart from the transport."""
     import numpy as np
+    import xxhash
 
-    from shared.weights import DEFAULT_CHUNK_BYTES
+    from shared.weights import DEFAULT_CHUNK_BYTES, chunk_checksum
 
     with socket.create_connection(("127.0.0.1", port)) as s:
         head = b""
@@ -90,7 +88,7 @@ def tcp_pull(port: int, verify: bool = False) -> int:
             head += s.recv(8 - len(head))
         total = int.from_bytes(head, "little")
         buf = np.empty(total, dtype=np.uint8)
-        view, got, checked, sha = memoryview(buf), 0, 0, hashlib.sha256()
+        view, got, checked, digest = memoryview(buf), 0, 0, xxhash.xxh3_128(seed=1)
         while got < total:
             n = s.recv_into(view[got:], total - got)
             if n == 0:
@@ -98,8 +96,8 @@ def tcp_pull(port: int, verify: bool = False) -> int:
             got += n
             while verify and checked < got and (got - checked >= DEFAULT_CHUNK_BYTES or got == total):
                 chunk = view[checked : min(checked + DEFAULT_CHUNK_BYTES, got)]
-                zlib.crc32(chunk)
-                sha.update(chunk)
+                chunk_checksum(chunk)
+                digest.update(chunk)
                 checked += len(chunk)
         return got
 
@@ -182,10 +180,10 @@ def main() -> int:
         "target_ratio": 0.5,
         "sizes": results,
         "chunk_bytes": (args.chunk_mb << 20) or DEFAULT_CHUNK_BYTES,  # 0 asks for the server default
-        "what": "weight stream = gRPC chunks parsed from their wire bytes + per-chunk CRC32 + offsets + SHA-256 of"
+        "what": "weight stream = gRPC chunks parsed from their wire bytes + per-chunk XXH3-64 + offsets + XXH3-128 of"
                 " the whole, copied into one buffer (bytes verified); pull_with_load adds the load into tensors (views"
                 " of that buffer); baseline = the same bytes sent in the same 4 MiB chunks over loopback TCP, recv_into"
-                " one buffer allocated the same way (np.empty); tcp_with_same_checks also computes CRC32 + SHA-256",
+                " one buffer allocated the same way (np.empty); tcp_with_same_checks also computes the same XXH3s",
         "load_average_1m": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
     }

@@ -1,11 +1,9 @@
-"""A hostile weight server: `pull_weights` against streams with bad CRCs, mixed versions, wrong offsets, missing
+"""A hostile weight server: `pull_weights` against streams with bad checksums, mixed versions, wrong offsets, missing
 or extra chunks, lying totals and checksums, random chunk fields, aborts. The puller gets the exact published
 tensors or a WeightPullError, nothing else. And hostile StreamWeights/GetVersion requests to the real servicer."""
 
 from __future__ import annotations
 
-import hashlib
-import zlib
 from collections.abc import Iterator
 
 import grpc
@@ -17,7 +15,16 @@ from hypothesis import strategies as st
 from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel
 from shared.grpc_server import GrpcServer
-from shared.weights import Published, WeightPullError, WeightStore, add_weight_service, iter_chunks, pull_weights
+from shared.weights import (
+    Published,
+    WeightPullError,
+    WeightStore,
+    add_weight_service,
+    chunk_checksum,
+    iter_chunks,
+    pull_weights,
+    version_digest,
+)
 from tests.hostile.conftest import OUTCOMES, count, expect_clear
 from tests.hostile.protogen import messages
 
@@ -49,7 +56,7 @@ def hostile() -> Iterator[tuple[HostileServicer, grpc.Channel, Published]]:
     from shared.weights import serialize_state_dict
 
     blob = serialize_state_dict(state_dict())
-    good = Published(VERSION, blob, hashlib.sha256(blob).hexdigest(), 2)
+    good = Published(VERSION, blob, version_digest(blob, VERSION), 2)
     servicer = HostileServicer()
 
     def add(server) -> list[str]:
@@ -63,8 +70,8 @@ def hostile() -> Iterator[tuple[HostileServicer, grpc.Channel, Published]]:
     srv.stop(0)
 
 
-def _recrc(c: weights_pb2.WeightChunk) -> weights_pb2.WeightChunk:
-    c.crc32 = zlib.crc32(c.data)
+def _rechecksum(c: weights_pb2.WeightChunk) -> weights_pb2.WeightChunk:
+    c.checksum = chunk_checksum(c.data)
     return c
 
 
@@ -73,8 +80,8 @@ def scripts(draw, good: Published) -> list:
     """The good chunks of `good` with one to three hostile edits."""
     chunks = list(iter_chunks(good, draw(st.sampled_from([64, 100, 256, 10_000]))))
     for _ in range(draw(st.integers(1, 3))):
-        edit = draw(st.sampled_from(["flip", "crc", "version", "offset", "drop", "dup", "swap", "nolast", "extra",
-                                     "sha", "total", "old", "garbage", "random", "abort", "empty"]))
+        edit = draw(st.sampled_from(["flip", "checksum", "version", "offset", "drop", "dup", "swap", "nolast", "extra",
+                                     "digest", "total", "old", "garbage", "random", "abort", "empty"]))
         i = draw(st.integers(0, max(0, len(chunks) - 1)))
         if not chunks or edit == "empty":
             chunks = []
@@ -86,9 +93,9 @@ def scripts(draw, good: Published) -> list:
             pos = draw(st.integers(0, len(c.data) - 1))
             c.data = c.data[:pos] + bytes([c.data[pos] ^ 0xFF]) + c.data[pos + 1:]
             if draw(st.booleans()):
-                _recrc(c)  # a consistent chunk of a corrupt blob: the SHA-256 must catch it
-        elif edit == "crc":
-            c.crc32 = draw(st.integers(0, 2**32 - 1))
+                _rechecksum(c)  # a consistent chunk of a corrupt blob: the digest must catch it
+        elif edit == "checksum":
+            c.checksum = draw(st.integers(0, 2**64 - 1))
         elif edit == "version":
             c.policy_version = draw(st.integers(0, 2**64 - 1))
         elif edit == "offset":
@@ -105,9 +112,9 @@ def scripts(draw, good: Published) -> list:
             del chunks[i + 1:]
         elif edit == "extra":
             c.data += draw(st.binary(min_size=1, max_size=50))
-            _recrc(c)
-        elif edit == "sha":
-            c.sha256 = draw(st.sampled_from(["", "0" * 64, hashlib.sha256(b"x").hexdigest()]))
+            _rechecksum(c)
+        elif edit == "digest":
+            c.digest = draw(st.sampled_from(["", "0" * 32, version_digest(b"x", VERSION)]))
         elif edit == "total":
             c.total_bytes = draw(st.integers(0, 2**64 - 1))
         elif edit == "old":
@@ -115,8 +122,8 @@ def scripts(draw, good: Published) -> list:
                 k.policy_version = 0
         elif edit == "garbage":  # a whole, consistent, verified stream of bytes that are not safetensors
             data = draw(st.binary(min_size=1, max_size=300))
-            chunks = [_recrc(weights_pb2.WeightChunk(policy_version=VERSION, offset=0, data=data, last=True,
-                                                     total_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))]
+            chunks = [_rechecksum(weights_pb2.WeightChunk(policy_version=VERSION, offset=0, data=data, last=True,
+                                                     total_bytes=len(data), digest=version_digest(data, VERSION)))]
         elif edit == "random":
             chunks[i] = draw(messages(weights_pb2.WeightChunk))
         elif edit == "abort":

@@ -91,8 +91,8 @@ def test_pull_round_trip_in_many_chunks(store: WeightStore) -> None:
     try:
         channel = _channel(srv)
         info = weights_pb2_grpc.WeightServiceStub(channel).GetVersion(weights_pb2.GetVersionRequest())
-        version, blob, sha = store.current()
-        assert (info.policy_version, info.total_bytes, info.sha256, info.num_tensors) == (1, len(blob), sha, 4)
+        version, blob, digest = store.current()
+        assert (info.policy_version, info.total_bytes, info.digest, info.num_tensors) == (1, len(blob), digest, 4)
         got_version, sd = pull_weights(channel, min_version=1, timeout_s=5, chunk_bytes=256)
         assert got_version == 1
         _assert_same(sd, _state_dict(1))
@@ -144,11 +144,11 @@ def _flip_byte(chunks: Iterator[weights_pb2.WeightChunk]) -> Iterator[weights_pb
 
 
 def _corrupt_whole_blob(chunks: Iterator[weights_pb2.WeightChunk]) -> Iterator[weights_pb2.WeightChunk]:
-    # Every chunk consistent with itself (CRC ok), but the blob is not the one the SHA-256 names.
+    # Every chunk consistent with itself (checksum ok), but the blob is not the one the digest names.
     first = next(chunks)
     rest = list(chunks)
     blob = b"".join(c.data for c in [first, *rest])
-    bad = Published(first.policy_version, blob[:-1] + bytes([blob[-1] ^ 1]), first.sha256, 0)
+    bad = Published(first.policy_version, blob[:-1] + bytes([blob[-1] ^ 1]), first.digest, 0)
     yield from iter_chunks(bad, len(first.data))
 
 
@@ -156,6 +156,13 @@ def _mix_versions(chunks: Iterator[weights_pb2.WeightChunk]) -> Iterator[weights
     for i, c in enumerate(chunks):
         if i == 2:
             c.policy_version += 1
+        yield c
+
+
+def _relabel_version(chunks: Iterator[weights_pb2.WeightChunk]) -> Iterator[weights_pb2.WeightChunk]:
+    # The right bytes, consistently announced as another version: the digest's seed must catch it.
+    for c in chunks:
+        c.policy_version += 1
         yield c
 
 
@@ -174,9 +181,10 @@ def _drop_last(chunks: Iterator[weights_pb2.WeightChunk]) -> Iterator[weights_pb
 @pytest.mark.parametrize(
     ("tamper", "message"),
     [
-        (_flip_byte, "CRC32"),
-        (_corrupt_whole_blob, "SHA-256"),
+        (_flip_byte, "checksum"),
+        (_corrupt_whole_blob, "digest of version"),
         (_mix_versions, "versions mixed"),
+        (_relabel_version, "digest of version 2"),
         (_skip_chunk, "offset"),
         (_drop_last, "before its last chunk"),
     ],
@@ -234,15 +242,15 @@ def _frames_of(published: Published, chunk_bytes: int) -> list[bytes]:
 
 def test_parse_chunk_frame_reads_what_protobuf_reads(store: WeightStore) -> None:
     snap = store.snapshot()
-    big = weights_pb2.WeightChunk(policy_version=2**64 - 1, offset=2**63, data=b"\x00\xff" * 9, crc32=2**32 - 1,
-                                  last=True, total_bytes=18, sha256="ab" * 32)
+    big = weights_pb2.WeightChunk(policy_version=2**64 - 1, offset=2**63, data=b"\x00\xff" * 9, checksum=2**64 - 1,
+                                  last=True, total_bytes=18, digest="ab" * 16)
     # an unknown (newer) field of every skippable wire type, before and after the known ones
     unknown = b"\x40\x96\x01" + b"\x49" + bytes(8) + b"\x52\x02hi" + b"\x5d" + bytes(4)
     frames = [*_frames_of(snap, 100), big.SerializeToString(), unknown + big.SerializeToString() + unknown, b""]
     for frame in frames:
         want, got = weights_pb2.WeightChunk.FromString(frame), parse_chunk_frame(frame)
-        assert (got.policy_version, got.offset, bytes(got.data), got.crc32, got.last, got.total_bytes, got.sha256) == (
-            want.policy_version, want.offset, want.data, want.crc32, want.last, want.total_bytes, want.sha256)
+        assert (got.policy_version, got.offset, bytes(got.data), got.checksum, got.last, got.total_bytes, got.digest) == (
+            want.policy_version, want.offset, want.data, want.checksum, want.last, want.total_bytes, want.digest)
     assert parse_chunk_frame(frames[1]).data.obj is frames[1]  # a view into the frame, not a copy
 
 
@@ -255,8 +263,8 @@ def test_parse_chunk_frame_reads_what_protobuf_reads(store: WeightStore) -> None
         b"\x0a\x01x",  # policy_version (a varint) sent length-delimited
         b"\x1b",  # data with the group wire type
         b"\x00\x01",  # field number 0
-        b"\x20\x80\x80\x80\x80\x10",  # crc32 beyond 32 bits
-        b"\x3a\x02\xff\xfe",  # sha256 not UTF-8
+        b"\x20" + b"\xff" * 9 + b"\x7f",  # checksum beyond 64 bits
+        b"\x3a\x02\xff\xfe",  # digest not UTF-8
     ],
 )
 def test_malformed_frame_from_a_real_server_raises(frame: bytes) -> None:
