@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+from redis.commands.core import Script
 from eureka.v1 import buffer_pb2, common_pb2
 
 from services.buffer import scripts, validate
@@ -195,17 +196,14 @@ class Buffer:
         self._check_memory()
         k = self.keys
         keys = [k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats]
-        pipe = self.r.pipeline(transaction=False)
-        for p in req.puts:
-            g = p.group
-            self._put(
-                keys=keys,
-                args=[g.group_id, g.SerializeToString(), p.claim_id, PROMPTS_GROUP, g.prompt_id, g.policy_version,
-                      repr(sum(s.accuracy for s in g.samples) / len(g.samples)), g.attempt],
-                client=pipe,
-            )
+        calls = [
+            [*keys, g.group_id, g.SerializeToString(), p.claim_id, PROMPTS_GROUP, g.prompt_id, g.policy_version,
+             repr(sum(s.accuracy for s in g.samples) / len(g.samples)), g.attempt]
+            for p in req.puts
+            for g in (p.group,)
+        ]
         out = buffer_pb2.PutGroupsResponse()
-        for p, (entry_id, status) in zip(req.puts, pipe.execute(), strict=True):
+        for p, (entry_id, status) in zip(req.puts, self._pipelined(self._put, len(keys), calls), strict=True):
             out.results.add(entry_id=_s(entry_id) if status < 2 else "", duplicate=status == 1,
                             rejected=_rejection(p, _s(entry_id), status))
         log.info("groups put", worker_id=req.puts[0].worker_id, n=len(req.puts),
@@ -213,6 +211,22 @@ class Buffer:
                  duplicates=sum(r.duplicate for r in out.results), rejected=sum(bool(r.rejected) for r in out.results),
                  policy_version=req.puts[0].group.policy_version)
         return out
+
+    def _pipelined(self, script: Script, num_keys: int, calls: list[list]) -> list:
+        """Runs `script` once per call in one round trip (EVALSHA; redis-py's pipelined scripts would first ask
+        SCRIPT EXISTS, a second round trip). A Redis restarted with an empty script cache answers NOSCRIPT to
+        every call alike, so loading the script and running the pipeline again is safe."""
+        for attempt in (1, 2):
+            pipe = self.r.pipeline(transaction=False)
+            for call in calls:
+                pipe.evalsha(script.sha, num_keys, *call)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.r.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def _check_memory(self) -> None:
         """Refuses puts when Redis used_memory is above the watermark of maxmemory (checked at most once a second)."""

@@ -138,3 +138,14 @@ def test_put_groups_stores_a_batch_and_reports_each_put(buf: Buffer) -> None:
     assert (s.groups_put_total, s.groups_duplicate_total, s.groups_ready, s.prompt_backlog) == (2, 3, 2, 2)
     got = buf.sample_groups(sample_req(2))
     assert [g.group.group_id for g in got.groups] == [f"{a.prompt.prompt_id}#1", f"{b.prompt.prompt_id}#1"]
+
+
+def test_put_after_redis_lost_its_script_cache(buf: Buffer) -> None:
+    """A restarted Redis (AOF keeps data, not scripts) answers NOSCRIPT: the put loads the script and goes on."""
+    enqueue(buf, 0, 2)
+    a, b = claim(buf, n=2)
+    first = put(buf, a)
+    buf.r.script_flush()
+    second = put(buf, b)
+    assert not first.duplicate and not second.duplicate and second.entry_id > first.entry_id
+    assert buf.stats().groups_put_total == 2
