@@ -46,7 +46,7 @@ def sample(backend: HfBackend, inputs, n: int, max_new_tokens: int, abort: threa
 def max_diff(backend: HfBackend, inputs, completions, temperature: float) -> float:
     with torch.no_grad():
         ref = response_logprobs(backend.model, inputs, [c.token_ids for c in completions], temperature=temperature)
-    return max((torch.tensor(c.logprobs) - r).abs().max().item() for c, r in zip(completions, ref, strict=True))
+    return max((torch.tensor(c.logprobs) - r.cpu()).abs().max().item() for c, r in zip(completions, ref, strict=True))
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
