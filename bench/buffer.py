@@ -153,7 +153,7 @@ def main() -> int:
         redis = start_redis(Path(tmp) / "redis", password=password)
         port = free_port()
         env = {**os.environ, "EUREKA_REDIS__PASSWORD": password, "EUREKA_SECURITY__SERVICE_TOKEN": token}
-        server = subprocess.Popen([str(Path(sys.executable).with_name("eureka")), "buffer", "serve", "--port", str(port),
+        server = subprocess.Popen([sys.executable, "-m", "eureka_cli", "buffer", "serve", "--port", str(port),
                                    "--metrics-port", "0", "--redis.url", redis.url, "--max-backlog", "1000000"],
                                   env=env, stderr=subprocess.DEVNULL)
         try:

@@ -142,10 +142,25 @@ def _with_separators(text: str, parsed: list[Any], timeout_s: int) -> list[Any]:
     return parsed + parse(plain, extraction_config=[ExprExtractionConfig()], parsing_timeout=timeout_s)
 
 
+_GOLD_CACHE: dict[tuple[str, int], list[Any]] = {}  # per worker process; the n samples of a prompt share its gold
+_GOLD_CACHE_MAX = 4096
+
+
 def parse_gold(gold: str, timeout_s: int) -> list[Any]:
+    """The gold parsed once per worker process (LRU of 4096): a group's n samples, and every later group of the
+    same prompt, reuse it. Only parses that found an expression are kept, so a timeout under load is retried."""
     from math_verify import parse
 
-    return _with_separators(gold, parse(_latex(gold), parsing_timeout=timeout_s), timeout_s)
+    key = (gold, timeout_s)
+    if (hit := _GOLD_CACHE.pop(key, None)) is not None:
+        _GOLD_CACHE[key] = hit  # most recently used goes last
+        return hit
+    parsed = _with_separators(gold, parse(_latex(gold), parsing_timeout=timeout_s), timeout_s)
+    if _has_expr(parsed):
+        if len(_GOLD_CACHE) >= _GOLD_CACHE_MAX:
+            del _GOLD_CACHE[next(iter(_GOLD_CACHE))]
+        _GOLD_CACHE[key] = parsed
+    return parsed
 
 
 def parse_answer(answer: str, timeout_s: int) -> list[Any]:

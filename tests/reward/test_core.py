@@ -50,3 +50,18 @@ def test_response_from_query_takes_the_last_assistant_turn() -> None:
     q = "<|im_start|>assistant\nold<|im_end|><|im_start|>user\nq<|im_end|><|im_start|>assistant\n new <|im_end|><|endoftext|>"
     assert response_from_query(q) == "new"
     assert response_from_query("no marker") == ""
+
+
+def test_gold_is_parsed_once_per_process_and_unparseable_golds_are_not_kept(monkeypatch) -> None:
+    from services.reward import core
+
+    monkeypatch.setattr(core, "_GOLD_CACHE", {})
+    monkeypatch.setattr(core, "_GOLD_CACHE_MAX", 2)
+    first = core.parse_gold("\\frac{3}{4}", 5)
+    assert core.parse_gold("\\frac{3}{4}", 5) is first  # the group's other samples reuse the parse
+    items = [core.ItemInput(response=f"<think>x</think><answer>{a}</answer>", gold="0.75") for a in ("3/4", "0.5")]
+    assert [core.score_item(i).accuracy for i in items] == [1.0, 0.0]  # a cached gold still verifies both ways
+    assert not core._has_expr(core.parse_gold("???", 5))
+    assert ("???", 5) not in core._GOLD_CACHE  # only parses with an expression are kept
+    core.parse_gold("12", 5)  # a third parseable gold evicts the least recently used ("\\frac{3}{4}")
+    assert list(core._GOLD_CACHE) == [("0.75", 5), ("12", 5)]
