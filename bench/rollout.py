@@ -6,12 +6,14 @@ length) and the same torch thread count on both paths. Service path: redis, the 
 services and one `eureka rollout serve` process pulling its weights from a weight stream; the clock
 runs from EnqueuePrompts to the last group read back by a learner-style SampleGroups (claim, weight
 check, generation with behaviour log-probs, Verify, PutGroups included; `worker_generate_share` is the
-part of that time the worker spent inside `generate`). Bare path: `model.generate` in
-this process on the round's prompts left-padded into one batch (as the worker's hf backend batches a
-claim), tokens counted up to the stop. The two alternate round by round.
+part of that time the worker spent inside `generate`). A round's prompts arrive in claims of
+`--claim-prompts` (the worker's default, 4): the worker scores and puts one claim while it generates
+the next. Bare path: `model.generate` in this process on the same claims, each left-padded into one
+batch (as the worker's hf backend batches a claim), tokens counted up to the stop. The two alternate
+round by round.
 Writes bench/results/rollout.json.
 
-    .venv/bin/python bench/rollout.py [--rounds 3] [--prompts 8] [--samples 8] [--max-tokens 128]
+    .venv/bin/python bench/rollout.py [--rounds 3] [--prompts 8] [--claim-prompts 4] [--samples 8] [--max-tokens 128]
 """
 
 from __future__ import annotations
@@ -60,9 +62,9 @@ def make_prompts(first: int, n: int) -> list[common_pb2.Prompt]:
     return out
 
 
-def bare_round(model, tok, prompts, samples: int, max_tokens: int) -> tuple[int, float]:
-    """The baseline: plain `generate` on the round's prompts left-padded into one batch, as the worker's
-    backend batches them; (tokens up to the stop, seconds)."""
+def bare_round(model, tok, prompts, samples: int, max_tokens: int, claim: int) -> tuple[int, float]:
+    """The baseline: plain `generate` on the round's prompts, each claim of `claim` left-padded into one batch
+    as the worker's backend batches it; (tokens up to the stop, seconds)."""
     import torch
 
     from shared.model.io import generation_stop_ids
@@ -70,12 +72,14 @@ def bare_round(model, tok, prompts, samples: int, max_tokens: int) -> tuple[int,
 
     stops = set(generation_stop_ids(tok))
     tokens, start = 0, time.perf_counter()
-    kwargs = batch_inputs([build_prompt_inputs(p, tok) for p in prompts], tok.pad_token_id)
-    with torch.inference_mode():
-        out = model.generate(**kwargs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_tokens,
-                             num_return_sequences=samples, eos_token_id=sorted(stops), pad_token_id=tok.pad_token_id)
-    for row in out[:, kwargs["input_ids"].shape[1] :].tolist():
-        tokens += next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
+    for first in range(0, len(prompts), claim):
+        kwargs = batch_inputs([build_prompt_inputs(p, tok) for p in prompts[first : first + claim]], tok.pad_token_id)
+        with torch.inference_mode():
+            out = model.generate(**kwargs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                                 max_new_tokens=max_tokens, num_return_sequences=samples,
+                                 eos_token_id=sorted(stops), pad_token_id=tok.pad_token_id)
+        for row in out[:, kwargs["input_ids"].shape[1] :].tolist():
+            tokens += next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
     return tokens, time.perf_counter() - start
 
 
@@ -100,7 +104,8 @@ def service_round(buffer, prompts, cursor: int) -> tuple[int, float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--prompts", type=int, default=8, help="prompts per round (one claim batch)")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per round")
+    parser.add_argument("--claim-prompts", type=int, default=4, help="prompts per claim = per generation batch")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each path")
@@ -134,7 +139,7 @@ def main() -> int:
                           "--buffer-addr", f"127.0.0.1:{ports['buffer']}",
                           "--reward-addr", f"127.0.0.1:{ports['reward']}",
                           "--learner-addr", f"127.0.0.1:{weights.port}", "--model-path", str(model_path),
-                          "--worker-id", "bench", "--claim-batch-prompts", str(args.prompts), "--claim-wait-ms", "500",
+                          "--worker-id", "bench", "--claim-batch-prompts", str(args.claim_prompts), "--claim-wait-ms", "500",
                           "--cpu-threads", str(args.threads), "--recipe.n-samples", str(args.samples),
                           "--recipe.max-response-tokens", str(args.max_tokens)], cwd=REPO, stdout=logs, stderr=logs),
     ]
@@ -147,7 +152,7 @@ def main() -> int:
         buffer = buffer_pb2_grpc.BufferServiceStub(channel(ports["buffer"]))
         print("warm-up round (not timed)", flush=True)
         service_round(buffer, make_prompts(0, 2), 0)  # also: the worker's first generate
-        bare_round(model, tok, make_prompts(0, 2), args.samples, args.max_tokens)
+        bare_round(model, tok, make_prompts(0, 2), args.samples, args.max_tokens, args.claim_prompts)
         cursor = 2
         totals = {"service": [0, 0.0], "bare": [0, 0.0]}
         generating = 0.0  # seconds the worker spent inside generate during the service rounds
@@ -155,7 +160,7 @@ def main() -> int:
             prompts = make_prompts(cursor, args.prompts)
             for path in ("bare", "service") if r % 2 == 0 else ("service", "bare"):
                 if path == "bare":
-                    tokens, seconds = bare_round(model, tok, prompts, args.samples, args.max_tokens)
+                    tokens, seconds = bare_round(model, tok, prompts, args.samples, args.max_tokens, args.claim_prompts)
                 else:
                     tokens, seconds, gen_s = service_round(buffer, prompts, cursor)
                     generating += gen_s
@@ -173,7 +178,8 @@ def main() -> int:
             "ratio": round(service_tps / bare_tps, 3),
             "worker_generate_share": round(generating / totals["service"][1], 3),
             "target_ratio": 0.85,
-            "rounds": args.rounds, "prompts_per_round": args.prompts, "samples_per_prompt": args.samples,
+            "rounds": args.rounds, "prompts_per_round": args.prompts, "prompts_per_claim": args.claim_prompts,
+            "samples_per_prompt": args.samples,
             "max_response_tokens": args.max_tokens, "torch_threads": args.threads,
             "service_tokens": totals["service"][0], "bare_tokens": totals["bare"][0],
             "model": "tiny Qwen2.5-VL (random weights), float32, CPU",

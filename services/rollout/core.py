@@ -1,13 +1,16 @@
 """The worker loop: claim prompts, serve the newest weights, generate groups, score them, put them.
 
-One thread runs `Worker.run`. Weights change only between batches (in `_serve`), so every sample of a
-batch comes from one version. A claimed prompt leaves the worker in exactly one of three ways: its
+One thread runs `Worker.run`: claim, weights, generate. A second thread (`_finish_loop`) decodes, scores
+and puts each generated batch while the first generates the next one, so the reward call and the put
+do not leave the generator idle; at most one batch generates and one finishes at a time. Weights change
+only between batches (in `_batch`), so every sample of a batch comes from one version. A claimed prompt leaves the worker in exactly one of three ways: its
 group is put (which acks it in the buffer), it is released (drain, unusable prompt, failed batch), or
 the process dies and the buffer reclaims it after the lease.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +42,16 @@ class _Job:
     @property
     def group_id(self) -> str:
         return f"{self.claimed.prompt.prompt_id}#{self.claimed.attempt}"
+
+
+@dataclass
+class _Generated:
+    """A generated batch on its way to the finisher thread."""
+
+    jobs: list[_Job]
+    completions: list[list[Completion]]
+    version: int
+    generate_s: float
 
 
 class Worker:
@@ -74,6 +87,7 @@ class Worker:
         self.released_total = 0
         self.failed = False
         self.tokens_per_second = 0.0
+        self._finishing: queue.Queue[_Generated | None] = queue.Queue(maxsize=1)
 
     # ---- control (any thread) ----
 
@@ -99,6 +113,8 @@ class Worker:
     # ---- the loop (worker thread) ----
 
     def run(self) -> None:
+        finisher = threading.Thread(target=self._finish_loop, name=f"finish-{self.worker_id}", daemon=True)
+        finisher.start()
         try:
             self._first_pull()
             if not self.stop.is_set():
@@ -117,6 +133,8 @@ class Worker:
             self.failed = True
             log.exception("worker failed", worker_id=self.worker_id, policy_version=self.weights.version)
         finally:
+            self._finishing.put(None)  # the finisher puts (or releases) what it holds, then exits
+            finisher.join()
             self._release(list(self.held), "drain")
             self.state = rollout_pb2.WORKER_STATE_STOPPED
             self.stopped.set()
@@ -172,13 +190,33 @@ class Worker:
             self._release([j.claimed.claim_id for j in jobs], "drain")
             return
         generate_s = time.monotonic() - start
-        texts = [[self._text(c) for c in group] for group in completions]
-        self._observe_generation(completions, texts, generate_s)
+        self._finishing.join()  # the previous batch is put: one batch finishes while the next generates
+        self._finishing.put(_Generated(jobs, completions, version, generate_s))
+
+    # ---- the finisher (second thread) ----
+
+    def _finish_loop(self) -> None:
+        """Decode, score and put each generated batch; a failed call releases the batch and backs off."""
+        while (item := self._finishing.get()) is not None:
+            try:
+                self._finish(item)
+            except Exception:  # a bug or a broken tokenizer: like a backend failure, the worker stops
+                self.failed = True
+                self.stop.set()
+                log.exception("worker failed while finishing a batch", worker_id=self.worker_id)
+                self._release([j.claimed.claim_id for j in item.jobs if j.claimed.claim_id in self.held], "error")
+            finally:
+                self._finishing.task_done()
+        self._finishing.task_done()
+
+    def _finish(self, item: _Generated) -> None:
+        texts = [[self._text(c) for c in group] for group in item.completions]
+        self._observe_generation(item.completions, texts, item.generate_s)
         try:
-            groups, reward_s = self._score(jobs, completions, texts, version, generate_s)
-            self._put(jobs, groups)
+            groups, reward_s = self._score(item.jobs, item.completions, texts, item.version, item.generate_s)
+            self._put(item.jobs, groups)
         except grpc.RpcError as e:
-            self._release([j.claimed.claim_id for j in jobs if j.claimed.claim_id in self.held], "error")
+            self._release([j.claimed.claim_id for j in item.jobs if j.claimed.claim_id in self.held], "error")
             self._backoff("score_or_put", e)
             return
         metrics.REWARD_SECONDS.observe(reward_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import torch
@@ -70,3 +71,28 @@ def test_async_failed_pull_keeps_the_old_version_and_is_counted(stack, start_in_
     assert metric("eureka_rollout_tokens_total") - tokens0 >= tokens
     w.worker.weights.timeout_s = 30.0
     wait_for(lambda: w.worker.status().policy_version == served + 1, 30, "the new version after the deadline is lifted")
+
+
+def test_the_next_batch_generates_while_the_previous_one_is_scored_and_put(stack, start_in_process):
+    w = start_in_process("pipelined")
+    worker = w.worker
+    wait_for(lambda: stack.stats().prompt_backlog == 0 and not worker.held, 60, "an empty backlog")
+    generating_next = threading.Event()
+    overlapped: list[bool] = []
+    generate, put, calls = worker.backend.generate, worker._put, []
+
+    def counting_generate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) >= 2:
+            generating_next.set()
+        return generate(*args, **kwargs)
+
+    def gated_put(jobs, groups):  # a sequential worker would never start the next generate while this waits
+        overlapped.append(generating_next.wait(30))
+        return put(jobs, groups)
+
+    worker.backend.generate, worker._put = counting_generate, gated_put
+    ids = stack.enqueue(4, tag="pipelined")  # two claims of 2
+    groups = stack.take_groups(ids)
+    assert overlapped[0] is True and len(calls) >= 2
+    assert {g.worker_id for g in groups} == {"pipelined"}
