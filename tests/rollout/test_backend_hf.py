@@ -49,14 +49,20 @@ def max_diff(backend: HfBackend, inputs, completions, temperature: float) -> flo
     return max((torch.tensor(c.logprobs) - r.cpu()).abs().max().item() for c, r in zip(completions, ref, strict=True))
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_behaviour_logprobs_match_teacher_forcing_with_images(backend, temperature):
+def image_and_text_batch(backend: HfBackend, n: int, max_new_tokens: int, temperature: float) -> float:
+    """An image and a text prompt generated in one batch, `n` samples each; the largest |behaviour - teacher-forced|."""
     prompts = (image_prompt(), text_prompt())
     inputs = [build_prompt_inputs(p, backend.tokenizer) for p in prompts]
-    spec = SamplingSpec(n=4, temperature=temperature, top_p=1.0, max_new_tokens=24)
+    spec = SamplingSpec(n=n, temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
     out = backend.generate([GenRequest(p, i) for p, i in zip(prompts, inputs, strict=True)], spec, threading.Event())
-    assert [len(group) for group in out] == [4, 4]
-    diff = max(max_diff(backend, i, group, temperature) for i, group in zip(inputs, out, strict=True))
+    assert [len(group) for group in out] == [n, n]
+    assert all(c.token_ids for group in out for c in group)
+    return max(max_diff(backend, i, group, temperature) for i, group in zip(inputs, out, strict=True))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_behaviour_logprobs_match_teacher_forcing_with_images(backend, temperature):
+    diff = image_and_text_batch(backend, n=4, max_new_tokens=24, temperature=temperature)
     print(f"T={temperature}: behaviour vs teacher-forced max abs diff {diff:.3e}")
     assert diff < 1e-4
 

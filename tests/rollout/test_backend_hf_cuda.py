@@ -6,16 +6,13 @@ the teacher-forced comparison) are the CPU tests' own, in test_backend_hf.py.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
-from services.rollout.backends.base import GenRequest, SamplingSpec
 from services.rollout.backends.hf import HfBackend
 from shared.model.prompts import build_prompt_inputs
 from tests.rollout.conftest import perturbed
-from tests.rollout.test_backend_hf import image_prompt, max_diff, sample, text_prompt
+from tests.rollout.test_backend_hf import image_and_text_batch, max_diff, sample, text_prompt
 
 pytestmark = [
     pytest.mark.gpu,
@@ -37,13 +34,7 @@ def backend(tiny_path) -> HfBackend:
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_cuda_behaviour_logprobs_match_teacher_forcing(backend, temperature):
-    prompts = (image_prompt(), text_prompt())
-    inputs = [build_prompt_inputs(p, backend.tokenizer) for p in prompts]
-    spec = SamplingSpec(n=8, temperature=temperature, top_p=1.0, max_new_tokens=32)
-    out = backend.generate([GenRequest(p, i) for p, i in zip(prompts, inputs, strict=True)], spec, threading.Event())
-    assert [len(group) for group in out] == [8, 8]
-    assert all(c.token_ids for group in out for c in group)
-    diff = max(max_diff(backend, i, group, temperature) for i, group in zip(inputs, out, strict=True))
+    diff = image_and_text_batch(backend, n=8, max_new_tokens=32, temperature=temperature)
     print(f"cuda T={temperature}: behaviour vs teacher-forced max abs diff {diff:.3e} (bound {BOUND:.0e})")
     assert diff < BOUND
 
