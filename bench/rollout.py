@@ -139,7 +139,8 @@ def main() -> int:
                           "--buffer-addr", f"127.0.0.1:{ports['buffer']}",
                           "--reward-addr", f"127.0.0.1:{ports['reward']}",
                           "--learner-addr", f"127.0.0.1:{weights.port}", "--model-path", str(model_path),
-                          "--worker-id", "bench", "--claim-batch-prompts", str(args.claim_prompts), "--claim-wait-ms", "500",
+                          "--worker-id", "bench", "--claim-batch-prompts", str(args.claim_prompts),
+                          "--claim-wait-ms", "500",
                           "--cpu-threads", str(args.threads), "--recipe.n-samples", str(args.samples),
                           "--recipe.max-response-tokens", str(args.max_tokens)], cwd=REPO, stdout=logs, stderr=logs),
     ]

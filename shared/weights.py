@@ -2,9 +2,10 @@
 
 The state dict is serialized once per version with safetensors and streamed in chunks that each
 carry the version, their offset and the XXH3-64 of their data; the last chunk closes a blob whose
-XXH3-128 digest, seeded with the version number, is known up front. XXH3 (several GB/s a core) rather than CRC32 + SHA-256 (about
-0.7 GB/s together): the checks detect corruption and mix-ups in transit, mTLS authenticates the server. A puller either gets one whole verified version or a `WeightPullError` and keeps what it had,
-so a worker never serves a mix of two versions. Version 0 is the base model.
+XXH3-128 digest, seeded with the version number, is known up front. XXH3 (several GB/s a core) rather
+than CRC32 + SHA-256 (about 0.7 GB/s together): the checks detect corruption and mix-ups in transit,
+mTLS authenticates the server. A puller either gets one whole verified version or a `WeightPullError`
+and keeps what it had, so a worker never serves a mix of two versions. Version 0 is the base model.
 
 The server sends pre-serialized chunk frames; the puller parses each frame from its wire bytes (the
 data stays a view, no protobuf copy) and checks, copies and hashes it on a second thread while the next

@@ -196,12 +196,11 @@ class Buffer:
         self._check_memory()
         k = self.keys
         keys = [k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats]
-        calls = [
-            [*keys, g.group_id, g.SerializeToString(), p.claim_id, PROMPTS_GROUP, g.prompt_id, g.policy_version,
-             repr(sum(s.accuracy for s in g.samples) / len(g.samples)), g.attempt]
-            for p in req.puts
-            for g in (p.group,)
-        ]
+        calls = []
+        for p in req.puts:
+            g = p.group
+            calls.append([*keys, g.group_id, g.SerializeToString(), p.claim_id, PROMPTS_GROUP, g.prompt_id,
+                          g.policy_version, repr(sum(s.accuracy for s in g.samples) / len(g.samples)), g.attempt])
         out = buffer_pb2.PutGroupsResponse()
         for p, (entry_id, status) in zip(req.puts, self._pipelined(self._put, len(keys), calls), strict=True):
             out.results.add(entry_id=_s(entry_id) if status < 2 else "", duplicate=status == 1,

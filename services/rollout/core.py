@@ -3,9 +3,10 @@
 One thread runs `Worker.run`: claim, weights, generate. A second thread (`_finish_loop`) decodes, scores
 and puts each generated batch while the first generates the next one, so the reward call and the put
 do not leave the generator idle; at most one batch generates and one finishes at a time. Weights change
-only between batches (in `_batch`), so every sample of a batch comes from one version. A claimed prompt leaves the worker in exactly one of three ways: its
-group is put (which acks it in the buffer), it is released (drain, unusable prompt, failed batch), or
-the process dies and the buffer reclaims it after the lease.
+only between batches (in `_batch`), so every sample of a batch comes from one version. A claimed prompt
+leaves the worker in exactly one of three ways: its group is put (which acks it in the buffer), it is
+released (drain, unusable prompt, failed batch), or the process dies and the buffer reclaims it after
+the lease.
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ def test_gold_is_parsed_once_per_process_and_unparseable_golds_are_not_kept(monk
     monkeypatch.setattr(core, "_GOLD_CACHE_MAX", 2)
     first = core.parse_gold("\\frac{3}{4}", 5)
     assert core.parse_gold("\\frac{3}{4}", 5) is first  # the group's other samples reuse the parse
-    items = [core.ItemInput(response=f"<think>x</think><answer>{a}</answer>", gold="0.75") for a in ("3/4", "0.5")]
+    items = [core.ItemInput(response=f"<think>x</think><answer>{reply}</answer>", gold="0.75")
+             for reply in ("3/4", "0.5")]
     assert [core.score_item(i).accuracy for i in items] == [1.0, 0.0]  # a cached gold still verifies both ways
     assert not core._has_expr(core.parse_gold("???", 5))
     assert ("???", 5) not in core._GOLD_CACHE  # only parses with an expression are kept
