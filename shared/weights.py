@@ -24,6 +24,7 @@ import grpc
 import xxhash
 from eureka.v1 import weights_pb2, weights_pb2_grpc
 
+from shared import wire
 from shared.grpc_server import FailedPrecondition, InvalidArgument, map_errors
 
 if TYPE_CHECKING:
@@ -269,12 +270,11 @@ def add_weight_service(server: grpc.Server, store: WeightStore) -> list[str]:
     return [name]
 
 
-_WIRE_VARINT, _WIRE_I64, _WIRE_LEN, _WIRE_I32 = 0, 1, 2, 5
 # WeightChunk's fields by number: (name, wire type); anything else is skipped as an unknown (newer) field.
 _CHUNK_FIELDS = {
-    1: ("policy_version", _WIRE_VARINT), 2: ("offset", _WIRE_VARINT), 3: ("data", _WIRE_LEN),
-    4: ("checksum", _WIRE_VARINT), 5: ("last", _WIRE_VARINT), 6: ("total_bytes", _WIRE_VARINT),
-    7: ("digest", _WIRE_LEN),
+    1: ("policy_version", wire.VARINT), 2: ("offset", wire.VARINT), 3: ("data", wire.LEN),
+    4: ("checksum", wire.VARINT), 5: ("last", wire.VARINT), 6: ("total_bytes", wire.VARINT),
+    7: ("digest", wire.LEN),
 }
 _EMPTY = memoryview(b"")
 
@@ -292,53 +292,25 @@ class ChunkFrame:
     digest: str = ""
 
 
-def _read_varint(frame: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    for i in range(pos, min(pos + 10, len(frame))):
-        byte = frame[i]
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            if value >> 64:
-                break
-            return value, i + 1
-        shift += 7
-    raise WeightPullError(f"malformed weight chunk: bad varint at byte {pos} of a {len(frame)}-byte frame")
-
-
 def parse_chunk_frame(frame: bytes) -> ChunkFrame:
     """Parse one serialized WeightChunk strictly (what protobuf accepts, minus wrong wire types and
     out-of-range values); the data field stays in the frame. Raises WeightPullError on a malformed frame."""
-    view, end, pos = memoryview(frame), len(frame), 0
-    fields: dict[str, object] = {}
-    while pos < end:
-        key, pos = _read_varint(frame, pos)
-        number, wire = key >> 3, key & 7
-        name, want = _CHUNK_FIELDS.get(number, ("", wire))
-        if number == 0 or wire != want:
-            raise WeightPullError(f"malformed weight chunk: field {number} with wire type {wire} at byte {pos}")
-        if wire == _WIRE_VARINT:
-            value, pos = _read_varint(frame, pos)
-            if name:
-                fields[name] = value
-            continue
-        if wire == _WIRE_LEN:
-            size, pos = _read_varint(frame, pos)
-        elif wire in (_WIRE_I64, _WIRE_I32):
-            size = 8 if wire == _WIRE_I64 else 4
-        else:
-            raise WeightPullError(f"malformed weight chunk: unsupported wire type {wire} at byte {pos}")
-        if pos + size > end:
-            raise WeightPullError(f"malformed weight chunk: field {number} runs past the end of the frame")
-        if name:
-            fields[name] = view[pos : pos + size]
-        pos += size
+    found: dict[str, object] = {}
     try:
-        digest = fields.pop("digest", _EMPTY)
-        fields["digest"] = str(digest, "utf-8")  # type: ignore[call-overload]
+        for number, wire_type, value in wire.fields(frame):
+            name, want = _CHUNK_FIELDS.get(number, ("", wire_type))
+            if wire_type != want:
+                raise wire.WireError(f"field {number} with wire type {wire_type}")
+            if name:
+                found[name] = value
+    except wire.WireError as e:
+        raise WeightPullError(f"malformed weight chunk: {e}") from e
+    try:
+        found["digest"] = str(found.pop("digest", _EMPTY), "utf-8")  # type: ignore[call-overload]
     except UnicodeDecodeError as e:
         raise WeightPullError("malformed weight chunk: digest is not UTF-8") from e
-    fields["last"] = bool(fields.get("last", 0))
-    return ChunkFrame(**fields)  # type: ignore[arg-type]
+    found["last"] = bool(found.get("last", 0))
+    return ChunkFrame(**found)  # type: ignore[arg-type]
 
 
 _VERIFY_BLOCK = 1 << 20  # checksum, copy and digest walk a chunk in blocks that stay in cache between the three

@@ -1,0 +1,56 @@
+"""The protobuf wire format read directly, without building messages: for a hot path that needs the fields
+of a large message as views of its bytes (the weight stream's chunks).
+
+Strict: a varint longer than 10 bytes or above 64 bits, a field number 0, a group or unknown wire type,
+or a field that runs past the end raises `WireError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+VARINT, I64, LEN, I32 = 0, 1, 2, 5
+_FIXED_SIZE = {I64: 8, I32: 4}
+
+
+class WireError(ValueError):
+    """Bytes that are not a well-formed protobuf message."""
+
+
+def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at `pos`."""
+    value = shift = 0
+    for i in range(pos, min(pos + 10, len(buf))):
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if value >> 64:
+                break
+            return value, i + 1
+        shift += 7
+    raise WireError(f"bad varint at byte {pos} of {len(buf)}")
+
+
+def fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+    """(field number, wire type, value) of each field in order: an int for a varint, else a view of the bytes."""
+    view, end, pos = memoryview(buf), len(buf), 0
+    while pos < end:
+        key, pos = read_varint(view, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise WireError(f"field number 0 at byte {pos}")
+        if wire == VARINT:
+            value, pos = read_varint(view, pos)
+            yield number, wire, value
+            continue
+        if wire == LEN:
+            size, pos = read_varint(view, pos)
+        elif wire in _FIXED_SIZE:
+            size = _FIXED_SIZE[wire]
+        else:
+            raise WireError(f"unsupported wire type {wire} (field {number}) at byte {pos}")
+        if pos + size > end:
+            raise WireError(f"field {number} runs past the end of the message")
+        yield number, wire, view[pos : pos + size]
+        pos += size
