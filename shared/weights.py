@@ -127,12 +127,27 @@ def state_dict_from_buffer(buf: np.ndarray) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class Published:
+    """One published version, held as its default-size chunks already serialized: a stream of the default
+    chunk size sends them as they are (no copy per stream, however many workers pull); other sizes are cut
+    from the data they hold."""
+
     version: int
-    blob: bytes
     digest: str
     num_tensors: int
-    # Checksum of every chunk of the default size, filled at publish: computed once per version, not per stream.
-    default_checksums: list[int] = field(default_factory=list, compare=False, repr=False)
+    total_bytes: int
+    frames: tuple[bytes, ...] = field(repr=False)
+
+    @classmethod
+    def of(cls, version: int, blob: bytes, num_tensors: int, digest: str | None = None) -> Published:
+        """`blob` (a serialized state dict) cut into frames; `digest` defaults to the true one."""
+        digest = version_digest(blob, version) if digest is None else digest
+        frames = tuple(_frames(version, memoryview(blob), digest, DEFAULT_CHUNK_BYTES))
+        return cls(version, digest, num_tensors, len(blob), frames)
+
+    @property
+    def blob(self) -> bytes:
+        """The whole serialized state dict, joined from the frames (a copy, for callers that need one piece)."""
+        return b"".join(parse_chunk_frame(frame).data for frame in self.frames)
 
 
 class WeightStore:
@@ -143,19 +158,14 @@ class WeightStore:
         self._current: Published | None = None
 
     def publish(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
-        blob = serialize_state_dict(state_dict)
-        published = Published(version, blob, version_digest(blob, version), len(state_dict))
-        view = memoryview(blob)
-        published.default_checksums.extend(
-            chunk_checksum(view[o : o + DEFAULT_CHUNK_BYTES]) for o in range(0, max(1, len(blob)), DEFAULT_CHUNK_BYTES)
-        )
+        published = Published.of(version, serialize_state_dict(state_dict), len(state_dict))
         with self._lock:
             if self._current is not None and version < self._current.version:
                 raise ValueError(
                     f"cannot publish version {version}: version {self._current.version} is already published;"
                     " versions only go up"
                 )
-            self._current = published  # the old blob is freed once no stream holds it
+            self._current = published  # the old frames are freed once no stream holds them
 
     def snapshot(self) -> Published | None:
         with self._lock:
@@ -169,24 +179,6 @@ class WeightStore:
         return snap.version, snap.blob, snap.digest
 
 
-def _chunk_spans(published: Published, chunk_bytes: int) -> Iterator[tuple[int, int, int, bool]]:
-    """(offset, end, checksum, last) of every chunk of one published version, in order."""
-    view, total = memoryview(published.blob), len(published.blob)
-    cached = published.default_checksums if chunk_bytes == DEFAULT_CHUNK_BYTES else []
-    for i, offset in enumerate(range(0, max(1, total), chunk_bytes)):
-        end = min(offset + chunk_bytes, total)
-        yield offset, end, cached[i] if cached else chunk_checksum(view[offset:end]), end >= total
-
-
-def iter_chunks(published: Published, chunk_bytes: int) -> Iterator[weights_pb2.WeightChunk]:
-    """The chunks of one published version, in order, the last one marked."""
-    for offset, end, checksum, last in _chunk_spans(published, chunk_bytes):
-        yield weights_pb2.WeightChunk(
-            policy_version=published.version, offset=offset, data=published.blob[offset:end], checksum=checksum,
-            last=last, total_bytes=len(published.blob), digest=published.digest,
-        )
-
-
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
@@ -196,16 +188,28 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def iter_chunk_frames(published: Published, chunk_bytes: int) -> Iterator[bytes]:
-    """`iter_chunks` already serialized, byte for byte, with one copy of the data (no message built around it)."""
-    view = memoryview(published.blob)
-    for offset, end, checksum, last in _chunk_spans(published, chunk_bytes):
-        head = weights_pb2.WeightChunk(policy_version=published.version, offset=offset).SerializeToString()
+def _frames(version: int, blob: memoryview, digest: str, chunk_bytes: int) -> Iterator[bytes]:
+    """The serialized WeightChunks of `blob`, in order, the last one marked (one copy of the data each)."""
+    total = len(blob)
+    for offset in range(0, max(1, total), chunk_bytes):
+        data = blob[offset : offset + chunk_bytes]
+        head = weights_pb2.WeightChunk(policy_version=version, offset=offset).SerializeToString()
         tail = weights_pb2.WeightChunk(
-            checksum=checksum, last=last, total_bytes=len(published.blob), digest=published.digest
+            checksum=chunk_checksum(data), last=offset + len(data) >= total, total_bytes=total, digest=digest
         ).SerializeToString()
-        data = view[offset:end]
         yield b"".join((head, _DATA_TAG, _varint(len(data)), data, tail) if len(data) else (head, tail))
+
+
+def iter_chunk_frames(published: Published, chunk_bytes: int) -> Iterator[bytes]:
+    """The serialized chunks of one published version: its own frames at the default size, else cut anew."""
+    if chunk_bytes == DEFAULT_CHUNK_BYTES:
+        return iter(published.frames)
+    return _frames(published.version, memoryview(published.blob), published.digest, chunk_bytes)
+
+
+def iter_chunks(published: Published, chunk_bytes: int) -> Iterator[weights_pb2.WeightChunk]:
+    """`iter_chunk_frames` as messages."""
+    return map(weights_pb2.WeightChunk.FromString, iter_chunk_frames(published, chunk_bytes))
 
 
 class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
@@ -220,7 +224,7 @@ class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
         if snap is None:
             return weights_pb2.WeightVersion(policy_version=0)
         return weights_pb2.WeightVersion(
-            policy_version=snap.version, total_bytes=len(snap.blob), digest=snap.digest, num_tensors=snap.num_tensors
+            policy_version=snap.version, total_bytes=snap.total_bytes, digest=snap.digest, num_tensors=snap.num_tensors
         )
 
     @map_errors

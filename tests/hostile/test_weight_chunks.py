@@ -56,7 +56,7 @@ def hostile() -> Iterator[tuple[HostileServicer, grpc.Channel, Published]]:
     from shared.weights import serialize_state_dict
 
     blob = serialize_state_dict(state_dict())
-    good = Published(VERSION, blob, version_digest(blob, VERSION), 2)
+    good = Published.of(VERSION, blob, 2)
     servicer = HostileServicer()
 
     def add(server) -> list[str]:

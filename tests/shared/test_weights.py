@@ -16,12 +16,14 @@ from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel
 from shared.grpc_server import GrpcServer
 from shared.weights import (
+    DEFAULT_CHUNK_BYTES,
     Published,
     WeightPullError,
     WeightServicer,
     WeightStore,
     add_weight_service,
     deserialize_state_dict,
+    iter_chunk_frames,
     iter_chunks,
     parse_chunk_frame,
     pull_weights,
@@ -83,6 +85,18 @@ def _assert_same(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) ->
 def test_serialize_round_trip_keeps_dtypes_and_tied_tensors() -> None:
     sd = _state_dict(0)
     _assert_same(deserialize_state_dict(serialize_state_dict(sd)), sd)
+
+
+def test_a_version_is_kept_as_its_frames_and_sent_as_they_are() -> None:
+    sd = {f"w{i}": torch.full((DEFAULT_CHUNK_BYTES // 4 // 2,), float(i)) for i in range(5)}  # 2.5 default chunks
+    blob = serialize_state_dict(sd)
+    published = Published.of(7, blob, len(sd))
+    assert published.blob == blob and published.total_bytes == len(blob) and len(published.frames) == 3
+    sent = list(iter_chunk_frames(published, DEFAULT_CHUNK_BYTES))
+    assert all(a is b for a, b in zip(sent, published.frames, strict=True))  # no copy per stream
+    chunks = [parse_chunk_frame(f) for f in iter_chunk_frames(published, 1 << 20)]  # another size: cut anew
+    assert [c.offset for c in chunks] == list(range(0, len(blob), 1 << 20)) and chunks[-1].last
+    assert b"".join(c.data for c in chunks) == blob and {c.digest for c in chunks} == {published.digest}
 
 
 def test_pull_round_trip_in_many_chunks(store: WeightStore) -> None:
@@ -148,7 +162,7 @@ def _corrupt_whole_blob(chunks: Iterator[weights_pb2.WeightChunk]) -> Iterator[w
     first = next(chunks)
     rest = list(chunks)
     blob = b"".join(c.data for c in [first, *rest])
-    bad = Published(first.policy_version, blob[:-1] + bytes([blob[-1] ^ 1]), first.digest, 0)
+    bad = Published.of(first.policy_version, blob[:-1] + bytes([blob[-1] ^ 1]), 0, digest=first.digest)
     yield from iter_chunks(bad, len(first.data))
 
 
