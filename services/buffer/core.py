@@ -320,20 +320,21 @@ class Buffer:
     @_redis_errors
     def stats(self) -> buffer_pb2.BufferStats:
         k = self.keys
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.r.pipeline(transaction=True)  # one consistent snapshot
         pipe.get(k.cursor)
         pipe.xlen(k.prompts)
         pipe.xpending(k.prompts, PROMPTS_GROUP)
+        pipe.scard(k.released)
         pipe.xlen(k.groups)
         pipe.xpending(k.groups, GROUPS_GROUP)
         pipe.hgetall(k.stats)
         pipe.info("memory")
-        cursor, prompts, prompts_pending, groups, groups_pending, counters, mem = pipe.execute()
+        cursor, prompts, prompts_pending, released, groups, groups_pending, counters, mem = pipe.execute()
         counts = {_s(a): int(b) for a, b in counters.items()}
         return buffer_pb2.BufferStats(
             cursor=int(cursor or 0),
             prompt_backlog=prompts,
-            prompts_pending=prompts_pending["pending"],
+            prompts_pending=prompts_pending["pending"] - released,  # released claims wait for the next claim
             groups_ready=max(groups - groups_pending["pending"], 0),
             groups_pending=groups_pending["pending"],
             redis_used_memory_bytes=int(mem["used_memory"]),

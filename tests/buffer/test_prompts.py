@@ -93,12 +93,15 @@ def test_release_hands_prompts_back_at_once_without_counting_a_failure(redis_ser
     mine = claim(buf, "draining", n=2)
     released = buf.release_prompts(buffer_pb2.ReleasePromptsRequest(worker_id="draining", claim_ids=[mine[0].claim_id]))
     assert released == 1
+    s = buf.stats()  # a released claim waits in the queue: counted in the backlog, no longer as pending
+    assert (s.prompt_backlog, s.prompts_pending) == (2, 1)
     # Another worker's claim id is not released by a stranger.
     assert buf.release_prompts(buffer_pb2.ReleasePromptsRequest(worker_id="stranger", claim_ids=[mine[1].claim_id])) == 0
     got = claim(buf, "w2", n=2)
     assert [(c.claim_id, c.attempt) for c in got] == [(mine[0].claim_id, 2)]
     s = buf.stats()
     assert (s.prompts_reclaimed_total, s.prompts_dead_lettered_total) == (0, 0)
+    assert (s.prompt_backlog, s.prompts_pending) == (2, 2)  # claimed again: pending again
 
 
 def test_redis_down_is_unavailable_and_an_empty_restart_recreates_the_groups(buf: Buffer, redis_server, tmp_path) -> None:
