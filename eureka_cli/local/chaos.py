@@ -61,7 +61,7 @@ class Fault:
     kind: str
     target: str
     at_s: float  # since the first fault's schedule start
-    down_s: float = 0.0  # kill -> restarted process answers its health check (SERVING / PING)
+    down_s: float = 0.0  # kill -> restarted process answers its health check (SERVING / PING); -1: not before the end
     progress_s: float | None = None  # restart -> the learner's next step
     restarted_at: float = 0.0  # wall time (the learner's metrics carry wall times)
 
@@ -79,6 +79,7 @@ class Driver:
         self.metrics = cfg.run_dir.resolve() / "learner" / "metrics.jsonl"
         self.threads: list[threading.Thread] = []
         self.learner_ckpt_at_start = 0  # checkpoint step when the learner last started
+        self.finished = threading.Event()  # training is over: stop waiting for restarted processes to serve
 
     def schedule(self) -> list[str]:
         c = self.cfg
@@ -111,6 +112,7 @@ class Driver:
             self._resolve_progress()
             time.sleep(0.3)
         self.chaos_s = time.monotonic() - t0
+        self.finished.set()
         for t in self.threads:
             t.join()
         self._resolve_progress()
@@ -192,11 +194,19 @@ class Driver:
 
         port = self.ports["weights" if name == "learner" else name]
         channel = create_channel(f"127.0.0.1:{port}", GrpcConfig(), SecurityConfig(service_token=self.token))
+        end = time.monotonic() + 300.0
         try:
-            wait_serving(channel, timeout_s=300.0)
-            fault.down_s = round(time.monotonic() - killed, 2)
-        except TimeoutError:
-            fault.down_s = -1.0
+            while True:
+                try:
+                    wait_serving(channel, timeout_s=1.0)
+                    fault.down_s = round(time.monotonic() - killed, 2)
+                    return
+                except TimeoutError:
+                    # A rollout restarted late serves only after its first weight pull, which cannot come once
+                    # the learner has finished: give up then rather than hold the end of the run.
+                    if self.finished.is_set() or time.monotonic() > end:
+                        fault.down_s = -1.0
+                        return
         finally:
             channel.close()
 
