@@ -59,7 +59,7 @@ def serve_grpc(mb: int, port: int, ready) -> None:
 
 def serve_tcp(mb: int, port: int, ready) -> None:
     """The same safetensors bytes, written in the weight stream's chunks (4 MiB) to each connection."""
-    from shared.weights import DEFAULT_CHUNK_BYTES, serialize_state_dict
+    from shared.weights import serialize_state_dict
 
     blob = memoryview(serialize_state_dict(make_state_dict(mb)))
     with socket.create_server(("127.0.0.1", port)) as srv:
@@ -80,7 +80,7 @@ def tcp_pull(port: int, verify: bool = False) -> int:
     import numpy as np
     import xxhash
 
-    from shared.weights import DEFAULT_CHUNK_BYTES, chunk_checksum
+    from shared.weights import chunk_checksum
 
     with socket.create_connection(("127.0.0.1", port)) as s:
         head = b""

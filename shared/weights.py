@@ -179,15 +179,6 @@ class WeightStore:
         return snap.version, snap.blob, snap.digest
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _frames(version: int, blob: memoryview, digest: str, chunk_bytes: int) -> Iterator[bytes]:
     """The serialized WeightChunks of `blob`, in order, the last one marked (one copy of the data each)."""
     total = len(blob)
@@ -197,7 +188,7 @@ def _frames(version: int, blob: memoryview, digest: str, chunk_bytes: int) -> It
         tail = weights_pb2.WeightChunk(
             checksum=chunk_checksum(data), last=offset + len(data) >= total, total_bytes=total, digest=digest
         ).SerializeToString()
-        yield b"".join((head, _DATA_TAG, _varint(len(data)), data, tail) if len(data) else (head, tail))
+        yield b"".join((head, _DATA_TAG, wire.varint(len(data)), data, tail) if len(data) else (head, tail))
 
 
 def iter_chunk_frames(published: Published, chunk_bytes: int) -> Iterator[bytes]:

@@ -1,5 +1,5 @@
-"""The protobuf wire format read directly, without building messages: for a hot path that needs the fields
-of a large message as views of its bytes (the weight stream's chunks).
+"""The protobuf wire format read and written directly, without building messages: for a hot path that needs
+the fields of a large message as views of its bytes (the weight stream's chunks).
 
 Strict: a varint longer than 10 bytes or above 64 bits, a field number 0, a group or unknown wire type,
 or a field that runs past the end raises `WireError`.
@@ -16,6 +16,16 @@ _FIXED_SIZE = {I64: 8, I32: 4}
 
 class WireError(ValueError):
     """Bytes that are not a well-formed protobuf message."""
+
+
+def varint(n: int) -> bytes:
+    """`n` (>= 0) encoded as a varint."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:

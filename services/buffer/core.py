@@ -215,17 +215,18 @@ class Buffer:
         """Runs `script` once per call in one round trip (EVALSHA; redis-py's pipelined scripts would first ask
         SCRIPT EXISTS, a second round trip). A Redis restarted with an empty script cache answers NOSCRIPT to
         every call alike, so loading the script and running the pipeline again is safe."""
-        for attempt in (1, 2):
+
+        def run() -> list:
             pipe = self.r.pipeline(transaction=False)
             for call in calls:
                 pipe.evalsha(script.sha, num_keys, *call)
-            try:
-                return pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                self.r.script_load(script.script)
-        raise AssertionError("unreachable")
+            return pipe.execute()
+
+        try:
+            return run()
+        except redis.exceptions.NoScriptError:
+            self.r.script_load(script.script)
+            return run()
 
     def _check_memory(self) -> None:
         """Refuses puts when Redis used_memory is above the watermark of maxmemory (checked at most once a second)."""

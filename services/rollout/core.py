@@ -197,15 +197,18 @@ class Worker:
     # ---- the finisher (second thread) ----
 
     def _finish_loop(self) -> None:
-        """Decode, score and put each generated batch; a failed call releases the batch and backs off."""
+        """Decode, score and put each generated batch; a batch that is not put releases what it still holds."""
         while (item := self._finishing.get()) is not None:
             try:
                 self._finish(item)
-            except Exception:  # a bug or a broken tokenizer: like a backend failure, the worker stops
-                self.failed = True
-                self.stop.set()
-                log.exception("worker failed while finishing a batch", worker_id=self.worker_id)
+            except Exception as e:
                 self._release([j.claimed.claim_id for j in item.jobs if j.claimed.claim_id in self.held], "error")
+                if isinstance(e, grpc.RpcError):  # Verify or PutGroups failed: back off, then go on
+                    self._backoff("score_or_put", e)
+                else:  # a bug or a broken tokenizer: like a backend failure, the worker stops
+                    self.failed = True
+                    self.stop.set()
+                    log.exception("worker failed while finishing a batch", worker_id=self.worker_id)
             finally:
                 self._finishing.task_done()
         self._finishing.task_done()
@@ -213,13 +216,8 @@ class Worker:
     def _finish(self, item: _Generated) -> None:
         texts = [[self._text(c) for c in group] for group in item.completions]
         self._observe_generation(item.completions, texts, item.generate_s)
-        try:
-            groups, reward_s = self._score(item.jobs, item.completions, texts, item.version, item.generate_s)
-            self._put(item.jobs, groups)
-        except grpc.RpcError as e:
-            self._release([j.claimed.claim_id for j in item.jobs if j.claimed.claim_id in self.held], "error")
-            self._backoff("score_or_put", e)
-            return
+        groups, reward_s = self._score(item.jobs, item.completions, texts, item.version, item.generate_s)
+        self._put(item.jobs, groups)
         metrics.REWARD_SECONDS.observe(reward_s)
 
     def _jobs(self, claimed: list[buffer_pb2.ClaimedPrompt]) -> list[_Job]:

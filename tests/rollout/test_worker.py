@@ -96,3 +96,21 @@ def test_the_next_batch_generates_while_the_previous_one_is_scored_and_put(stack
     groups = stack.take_groups(ids)
     assert overlapped[0] is True and len(calls) >= 2
     assert {g.worker_id for g in groups} == {"pipelined"}
+
+
+def test_a_failure_while_finishing_releases_the_batch_and_stops_the_worker(stack, start_in_process):
+    w = start_in_process("broken-finisher")
+    worker = w.worker
+    wait_for(lambda: stack.stats().prompt_backlog == 0 and not worker.held, 60, "an empty backlog")
+
+    def broken_decode(completion):
+        raise RuntimeError("a broken tokenizer")
+
+    worker._text = broken_decode
+    released0 = worker.released_total
+    ids = stack.enqueue(2, tag="broken")
+    wait_for(lambda: worker.stopped.is_set(), 60, "the worker stopped")
+    assert worker.failed and worker.released_total - released0 == 2 and not worker.held
+    start_in_process("after-broken")
+    groups = stack.take_groups(ids)
+    assert {g.worker_id for g in groups} == {"after-broken"}
