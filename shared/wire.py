@@ -30,6 +30,12 @@ def varint(n: int) -> bytes:
 
 def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
     """(value, position after it) of the varint at `pos`."""
+    if pos + 1 < len(buf):  # one or two bytes (tags and lengths below 16 KiB) without the loop: the common case
+        first = buf[pos]
+        if first < 0x80:
+            return first, pos + 1
+        if buf[pos + 1] < 0x80:
+            return first & 0x7F | buf[pos + 1] << 7, pos + 2
     value = shift = 0
     for i in range(pos, min(pos + 10, len(buf))):
         byte = buf[i]

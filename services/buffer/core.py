@@ -16,6 +16,7 @@ from redis.commands.core import Script
 from eureka.v1 import buffer_pb2, common_pb2
 
 from services.buffer import scripts, validate
+from services.buffer.put_wire import NOT_READ, PutWire
 from services.buffer.config import BufferConfig
 from services.buffer.sampled import Sampled
 from shared.grpc_server import (
@@ -187,19 +188,22 @@ class Buffer:
         return buffer_pb2.PutGroupResponse(entry_id=result.entry_id, duplicate=result.duplicate)
 
     @_redis_errors
-    def put_groups(self, req: buffer_pb2.PutGroupsRequest) -> buffer_pb2.PutGroupsResponse:
+    def put_groups(self, req: buffer_pb2.PutGroupsRequest, received: PutWire = NOT_READ) -> buffer_pb2.PutGroupsResponse:
         """Validates every put, then runs the PUT script once per group in one pipelined round trip.
 
         Each script is atomic (store + ack the claim); a retried call is safe because puts are idempotent.
+        `received` (from the request's wire bytes, `put_wire.read`) spares checking the arrays again and
+        serializing the groups again.
         """
-        validate.put_many(req, self.cfg)
+        validate.put_many(req, self.cfg, arrays_checked=received.arrays_ok)
         self._check_memory()
         k = self.keys
         keys = [k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats]
+        blobs = received.groups or [p.group.SerializeToString() for p in req.puts]
         calls = []
-        for p in req.puts:
+        for p, blob in zip(req.puts, blobs, strict=True):
             g = p.group
-            calls.append([*keys, g.group_id, g.SerializeToString(), p.claim_id, PROMPTS_GROUP, g.prompt_id,
+            calls.append([*keys, g.group_id, blob, p.claim_id, PROMPTS_GROUP, g.prompt_id,
                           g.policy_version, repr(sum(s.accuracy for s in g.samples) / len(g.samples)), g.attempt])
         out = buffer_pb2.PutGroupsResponse()
         for p, (entry_id, status) in zip(req.puts, self._pipelined(self._put, len(keys), calls), strict=True):

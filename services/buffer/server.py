@@ -12,6 +12,7 @@ import redis
 from eureka.v1 import buffer_pb2, buffer_pb2_grpc
 
 from services.buffer.config import BufferConfig
+from services.buffer import put_wire
 from services.buffer.core import COUNTERS, Buffer
 from shared import metrics
 from shared.grpc_server import GrpcServer, ServiceError, map_errors, stop_event_on_signals, wait_until_stopped
@@ -47,8 +48,9 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
         return self.buffer.put_group(request)
 
     @map_errors
-    def PutGroups(self, request, context):  # noqa: N802
-        return self.buffer.put_groups(request)
+    def PutGroups(self, request, context):  # noqa: N802 - takes (message, wire bytes), see `add_buffer_service`
+        message, raw = request
+        return self.buffer.put_groups(message, put_wire.read(raw, message))
 
     @map_errors
     def SampleGroups(self, request, context):  # noqa: N802 - answers wire bytes, see `add_buffer_service`
@@ -116,13 +118,18 @@ def _serialize(response: object) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()  # type: ignore[attr-defined]
 
 
+def _parse_keeping_wire(raw: bytes) -> tuple[buffer_pb2.PutGroupsRequest, bytes]:
+    return buffer_pb2.PutGroupsRequest.FromString(raw), raw
+
+
 def add_buffer_service(server: grpc.Server, servicer: BufferServicer) -> list[str]:
-    """Registers the servicer like the generated helper, except that a handler may answer ready wire bytes."""
+    """Registers the servicer like the generated helper, except that a handler may answer ready wire bytes
+    and PutGroups gets its request's wire bytes beside the message."""
     service = buffer_pb2.DESCRIPTOR.services_by_name["BufferService"]
     handlers = {
         m.name: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, m.name),
-            request_deserializer=getattr(buffer_pb2, m.input_type.name).FromString,
+            request_deserializer=_parse_keeping_wire if m.name == "PutGroups" else getattr(buffer_pb2, m.input_type.name).FromString,
             response_serializer=_serialize,
         )
         for m in service.methods
