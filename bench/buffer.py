@@ -26,6 +26,7 @@ from eureka.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2
 
 from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel, wait_serving
+from shared.malloc import reuse_freed_memory
 from shared.redis_proc import free_port, start_redis
 
 SAMPLES, TOKENS, BATCH = 8, 512, 8
@@ -148,6 +149,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--groups", type=int, default=800, help="measured groups per path (a multiple of 8)")
     args = ap.parse_args()
+    reuse_freed_memory()  # this process plays rollout and learner (which set it) and the raw client alike
     token, password = "bench-token", "bench-pw"
     with tempfile.TemporaryDirectory() as tmp:
         redis = start_redis(Path(tmp) / "redis", password=password)

@@ -37,6 +37,7 @@ from eureka.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2, rollout_pb2, roll
 from shared.config import GrpcConfig, SecurityConfig  # noqa: E402
 from shared.grpc_client import create_channel, wait_serving  # noqa: E402
 from shared.grpc_server import GrpcServer  # noqa: E402
+from shared.malloc import reuse_freed_memory  # noqa: E402
 from shared.redis_proc import free_port, start_redis  # noqa: E402
 from shared.weights import WeightStore, add_weight_service  # noqa: E402
 
@@ -110,6 +111,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each path")
     args = parser.parse_args()
+    reuse_freed_memory()  # as the rollout worker does: the bare loop runs in this process alike
 
     import torch
 

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.config import GrpcConfig, SecurityConfig  # noqa: E402
 from shared.grpc_client import create_channel, wait_serving  # noqa: E402
+from shared.malloc import reuse_freed_memory  # noqa: E402
 from shared.redis_proc import free_port  # noqa: E402
 from shared.weights import DEFAULT_CHUNK_BYTES  # noqa: E402
 
@@ -49,6 +50,7 @@ def serve_grpc(mb: int, port: int, ready) -> None:
     from shared.grpc_server import GrpcServer
     from shared.weights import WeightStore, add_weight_service
 
+    reuse_freed_memory()  # as the learner does
     store = WeightStore()
     store.publish(1, make_state_dict(mb))
     server = GrpcServer(lambda s: add_weight_service(s, store), host="127.0.0.1", port=port, grpc_cfg=GrpcConfig(),
@@ -61,6 +63,7 @@ def serve_tcp(mb: int, port: int, ready) -> None:
     """The same safetensors bytes, written in the weight stream's chunks (4 MiB) to each connection."""
     from shared.weights import serialize_state_dict
 
+    reuse_freed_memory()  # the baseline's processes run as the weight stream's do
     blob = memoryview(serialize_state_dict(make_state_dict(mb)))
     with socket.create_server(("127.0.0.1", port)) as srv:
         ready.set()
@@ -165,6 +168,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chunk-mb", type=int, default=0, help="chunk size asked for (0 = server default, as rollout)")
     args = parser.parse_args()
+    reuse_freed_memory()  # as the rollout worker does; the TCP reader shares this process
     load_start = os.getloadavg()[0]
     print(f"load average (1 min) at start {load_start:.2f} on {os.cpu_count()} cpus", flush=True)
     results = []

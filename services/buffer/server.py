@@ -17,6 +17,7 @@ from services.buffer.core import COUNTERS, Buffer
 from shared import metrics
 from shared.grpc_server import GrpcServer, ServiceError, map_errors, stop_event_on_signals, wait_until_stopped
 from shared.logs import get_logger, setup_logging
+from shared.malloc import reuse_freed_memory
 
 log = get_logger("buffer")
 
@@ -168,6 +169,7 @@ def _where(url: str) -> str:
 
 def main(cfg: BufferConfig) -> int:
     setup_logging("buffer")
+    reuse_freed_memory()  # put and sample messages of hundreds of KB
     stop = stop_event_on_signals()
     embedded = start_embedded_redis(cfg) if cfg.redis.embedded_dir else None
     try:

@@ -26,6 +26,7 @@ from typing import Any
 from services.learner import metrics, state
 from services.learner.config import LearnerConfig
 from shared.logs import get_logger, setup_logging
+from shared.malloc import reuse_freed_memory
 
 log = get_logger("learner")
 
@@ -121,6 +122,7 @@ def run(cfg: LearnerConfig) -> int:
     from shared.grpc_server import stop_event_on_signals
 
     ds_logger.setLevel(logging.WARNING)
+    reuse_freed_memory()  # rank 0 serves every weight version in 4 MiB chunks
     stop = stop_event_on_signals()
     init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()

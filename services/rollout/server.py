@@ -20,6 +20,7 @@ from services.rollout.core import Worker
 from shared.grpc_client import create_channel
 from shared.grpc_server import GrpcServer, map_errors, stop_event_on_signals
 from shared.logs import setup_logging
+from shared.malloc import reuse_freed_memory
 from shared.metrics import serve_metrics
 
 
@@ -71,6 +72,7 @@ def build_worker(cfg: RolloutConfig) -> Worker:
 
 def main(cfg: RolloutConfig) -> int:
     log = setup_logging("rollout")
+    reuse_freed_memory()  # weight pulls in 4 MiB chunks, group batches of hundreds of KB
     stop = stop_event_on_signals()
     worker = build_worker(cfg)
     serve_metrics(cfg.metrics_port, host=cfg.host)
