@@ -5,6 +5,9 @@ takes a batch in one PutGroups call; the baseline does the same stream operation
 one round trip per step of the batch (idempotency lookup, XADD + ack of each prompt in one MULTI/EXEC,
 recording the ids), then XREADGROUP and XACK + XDEL. One client, one redis-server (AOF everysec), the
 buffer as its own process; batches of the paths alternate.
+Two diagnostic paths beside them: `core`, the buffer's core called in this process (no gRPC), and
+`grpc_ceiling`, the baseline's Redis operations behind a bare grpcio server process (requests parsed,
+groups stored as received; no checks, no Lua, no metrics): what any buffer served from Python could reach.
 Writes bench/results/buffer.json.
 
     .venv/bin/python bench/buffer.py [--groups 800]
@@ -22,7 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import grpc
+
 from eureka.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2
+
+from services.buffer import put_wire
+from services.buffer.sampled import Sampled
 
 from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel, wait_serving
@@ -128,6 +136,75 @@ class RawRedis:
         tx.execute()
 
 
+def serve_ceiling(port: int, redis_url: str) -> None:
+    """The `grpc_ceiling` server: RawRedis's operations (keys under `ceiling:`) as bare grpcio handlers."""
+    from concurrent import futures
+
+    import grpc
+    import redis
+
+    from shared.config import GrpcConfig
+    from shared.grpc_server import server_options
+
+    reuse_freed_memory()
+    r = redis.Redis.from_url(redis_url, password=os.environ["EUREKA_REDIS__PASSWORD"])
+    prompts, groups, ids_key = "ceiling:prompts", "ceiling:groups", "ceiling:groups:ids"
+    r.xgroup_create(prompts, "rollout", id="0", mkstream=True)
+    r.xgroup_create(groups, "learner", id="0", mkstream=True)
+
+    def enqueue(raw: bytes, context) -> bytes:
+        req = buffer_pb2.EnqueuePromptsRequest.FromString(raw)
+        pipe = r.pipeline(transaction=False)
+        for p in req.prompts:
+            pipe.xadd(prompts, {"id": p.prompt_id, "p": p.SerializeToString()})
+        pipe.execute()
+        return buffer_pb2.EnqueuePromptsResponse(enqueued=len(req.prompts)).SerializeToString()
+
+    def claim(raw: bytes, context) -> bytes:
+        req = buffer_pb2.ClaimPromptsRequest.FromString(raw)
+        out = buffer_pb2.ClaimPromptsResponse()
+        for eid, f in r.xreadgroup("rollout", req.worker_id, {prompts: ">"}, count=req.max_prompts)[0][1]:
+            out.prompts.add(claim_id=eid.decode(), prompt=common_pb2.Prompt.FromString(f[b"p"]), attempt=1)
+        return out.SerializeToString()
+
+    def put(raw: bytes, context) -> bytes:
+        req = buffer_pb2.PutGroupsRequest.FromString(raw)
+        blobs = put_wire.read(raw, req).groups or [p.group.SerializeToString() for p in req.puts]
+        known = r.hmget(ids_key, [p.group.group_id for p in req.puts])
+        new = [(p, blob) for p, blob, seen in zip(req.puts, blobs, known) if seen is None]
+        tx = r.pipeline(transaction=True)
+        for p, blob in new:
+            tx.xadd(groups, {"g": blob, "v": p.group.policy_version, "a": 0.5})
+            tx.xack(prompts, "rollout", p.claim_id)
+            tx.xdel(prompts, p.claim_id)
+        entry_ids = tx.execute()[::3]
+        r.hset(ids_key, mapping={p.group.group_id: eid for (p, _), eid in zip(new, entry_ids)})
+        out = buffer_pb2.PutGroupsResponse()
+        for eid in entry_ids:
+            out.results.add(entry_id=eid.decode())
+        return out.SerializeToString()
+
+    def sample(raw: bytes, context) -> bytes:
+        req = buffer_pb2.SampleGroupsRequest.FromString(raw)
+        got = r.xreadgroup("learner", req.consumer, {groups: ">"}, count=req.num_groups)[0][1]
+        return Sampled(kept=[(eid.decode(), f[b"g"]) for eid, f in got]).wire()
+
+    def ack(raw: bytes, context) -> bytes:
+        req = buffer_pb2.AckGroupsRequest.FromString(raw)
+        tx = r.pipeline(transaction=True)
+        tx.xack(groups, "learner", *req.entry_ids)
+        tx.xdel(groups, *req.entry_ids)
+        return buffer_pb2.AckGroupsResponse(acked=tx.execute()[0]).SerializeToString()
+
+    handlers = {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in (
+        ("EnqueuePrompts", enqueue), ("ClaimPrompts", claim), ("PutGroups", put), ("SampleGroups", sample), ("AckGroups", ack))}
+    server = grpc.server(futures.ThreadPoolExecutor(8), options=server_options(GrpcConfig()))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("eureka.v1.BufferService", handlers),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
 def measure(paths: dict[str, Service | RawRedis], start: int, end: int) -> dict[str, float]:
     """Alternates one batch of each path so load changes on a shared machine hit all alike; groups/s per path."""
     spent = dict.fromkeys(paths, 0.0)
@@ -148,7 +225,12 @@ def measure(paths: dict[str, Service | RawRedis], start: int, end: int) -> dict[
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--groups", type=int, default=800, help="measured groups per path (a multiple of 8)")
+    ap.add_argument("--serve-ceiling", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the grpc_ceiling process
+    ap.add_argument("--redis-url", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve_ceiling:
+        serve_ceiling(args.serve_ceiling, args.redis_url)
+        return 0
     reuse_freed_memory()  # this process plays rollout and learner (which set it) and the raw client alike
     token, password = "bench-token", "bench-pw"
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,19 +240,25 @@ def main() -> int:
         server = subprocess.Popen([sys.executable, "-m", "eureka_cli", "buffer", "serve", "--port", str(port),
                                    "--metrics-port", "0", "--redis.url", redis.url, "--max-backlog", "1000000"],
                                   env=env, stderr=subprocess.DEVNULL)
+        ceiling_port = free_port()
+        ceiling = subprocess.Popen([sys.executable, __file__, "--serve-ceiling", str(ceiling_port), "--redis-url", redis.url],
+                                   env=env)
         try:
             channel = create_channel(f"127.0.0.1:{port}", GrpcConfig(), SecurityConfig(service_token=token))
             wait_serving(channel, timeout_s=60)
             stub = buffer_pb2_grpc.BufferServiceStub(channel)
+            grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{ceiling_port}")).result(timeout=60)
+            ceiling_stub = buffer_pb2_grpc.BufferServiceStub(create_channel(f"127.0.0.1:{ceiling_port}", GrpcConfig(), SecurityConfig()))
             warm = args.groups // 10 // BATCH * BATCH
             total = warm + args.groups
             paths = {"service": Service(stub, total), "raw": RawRedis(redis.client(), total),
-                     "core": InProcess(redis.url, password, total)}
+                     "core": InProcess(redis.url, password, total), "grpc_ceiling": Service(ceiling_stub, total)}
             measure(paths, 0, warm)  # warm-up: connections, script cache, allocator
             rates = measure(paths, warm, total)
         finally:
-            server.terminate()
-            server.wait(30)
+            for proc in (server, ceiling):
+                proc.terminate()
+                proc.wait(30)
             redis.stop()
     result = {
         "service_groups_per_s": round(rates["service"], 1),
@@ -179,6 +267,8 @@ def main() -> int:
         "target_ratio": 0.5,
         "core_in_process_groups_per_s": round(rates["core"], 1),
         "core_ratio": round(rates["core"] / rates["raw"], 3),
+        "grpc_ceiling_groups_per_s": round(rates["grpc_ceiling"], 1),
+        "grpc_ceiling_ratio": round(rates["grpc_ceiling"] / rates["raw"], 3),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "groups": args.groups,
         "samples_per_group": SAMPLES,
@@ -190,7 +280,8 @@ def main() -> int:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"service {result['service_groups_per_s']} groups/s, raw redis-py {result['raw_redis_groups_per_s']} groups/s, "
           f"ratio {result['ratio']} (target >= 0.5); core without gRPC {result['core_in_process_groups_per_s']} groups/s, "
-          f"ratio {result['core_ratio']} -> {RESULTS}")
+          f"ratio {result['core_ratio']}; bare grpcio ceiling {result['grpc_ceiling_groups_per_s']} groups/s, "
+          f"ratio {result['grpc_ceiling_ratio']} -> {RESULTS}")
     return 0
 
 
