@@ -16,8 +16,8 @@ from redis.commands.core import Script
 from eureka.v1 import buffer_pb2, common_pb2
 
 from services.buffer import scripts, validate
-from services.buffer.put_wire import NOT_READ, PutWire
 from services.buffer.config import BufferConfig
+from services.buffer.put_wire import NOT_READ, PutWire
 from services.buffer.sampled import Sampled
 from shared.grpc_server import (
     DeadlineExceeded,

@@ -11,8 +11,8 @@ import grpc
 import redis
 from eureka.v1 import buffer_pb2, buffer_pb2_grpc
 
-from services.buffer.config import BufferConfig
 from services.buffer import put_wire
+from services.buffer.config import BufferConfig
 from services.buffer.core import COUNTERS, Buffer
 from shared import metrics
 from shared.grpc_server import GrpcServer, ServiceError, map_errors, stop_event_on_signals, wait_until_stopped
