@@ -79,7 +79,7 @@ class Service:
 
 
 class InProcess(Service):
-    """Diagnostic: the buffer's core called in this process (no gRPC), keys under `core:`."""
+    """Diagnostic: the buffer's core called in this process as the servicer calls it (no gRPC), keys under `core:`."""
 
     def __init__(self, redis_url: str, password: str, n: int) -> None:
         from services.buffer.config import BufferConfig
@@ -91,11 +91,16 @@ class InProcess(Service):
         stub = type("CoreStub", (), {
             "EnqueuePrompts": staticmethod(self.core.enqueue_prompts),
             "ClaimPrompts": staticmethod(self.core.claim_prompts),
-            "PutGroups": staticmethod(self.core.put_groups),
+            "PutGroups": staticmethod(self.put),
             "SampleGroups": staticmethod(lambda req: self.core.sample(req)),
             "AckGroups": staticmethod(self.core.ack_groups),
         })()
         super().__init__(stub, n)
+
+    def put(self, req: buffer_pb2.PutGroupsRequest) -> buffer_pb2.PutGroupsResponse:
+        """What the servicer does with a call's bytes (the client serializes them as the service path's does)."""
+        raw = req.SerializeToString()
+        return self.core.put_groups(buffer_pb2.PutGroupsRequest.FromString(raw), put_wire.read(raw, req))
 
 
 class RawRedis:
