@@ -21,6 +21,14 @@ def _reference_images() -> list[Image.Image]:
     return mod.reference_images()
 
 
+def _hf_input(images: list[Image.Image]) -> list[Image.Image]:
+    """Transparency composited on white before HF sees it: transformers >= 5.23 does that itself, older ones
+    (5.20 in the GPU lock) drop the alpha channel; vLLM composites on white before its HF processor either way."""
+    from shared.model.images import _to_rgb
+
+    return [_to_rgb(im) for im in images]
+
+
 def _random_images() -> list[Image.Image]:
     rng = np.random.default_rng(7)
     sizes = [(112, 112), (100, 150), (37, 300), (1200, 1000), (20, 20)]
@@ -46,7 +54,7 @@ def test_matches_hf_pil_processor_live() -> None:
     from shared.model.images import preprocess_images
 
     images = _random_images()
-    ref = Qwen2VLImageProcessorPil()(images, return_tensors="np")
+    ref = Qwen2VLImageProcessorPil()(_hf_input(images), return_tensors="np")
     pixel_values, grid = preprocess_images(images)
     assert grid.tolist() == ref["image_grid_thw"].tolist()
     np.testing.assert_array_equal(pixel_values.numpy(), ref["pixel_values"])
@@ -62,7 +70,7 @@ def test_matches_hf_torchvision_processor_live() -> None:
     from shared.model.images import preprocess_images
 
     images = _reference_images()
-    ref = Qwen2VLImageProcessor()(images, return_tensors="np")
+    ref = Qwen2VLImageProcessor()(_hf_input(images), return_tensors="np")
     pixel_values, grid = preprocess_images(images)
     assert grid.tolist() == ref["image_grid_thw"].tolist()
     # torchvision's bicubic resize rounds differently from PIL's by at most a grey level here and there.

@@ -2,8 +2,9 @@
 
 The engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, one GPU) so that a new version is
 loaded straight into the running model through `LLM.collective_rpc` and the model's own `load_weights`
-(vLLM maps the Hugging Face names, packs q/k/v and gate/up); then the prefix cache is reset because its
-KV blocks were computed with the old weights. No restart, no files. A state dict is checked against the
+(vLLM maps the Hugging Face names, packs q/k/v and gate/up); then the prefix cache and the encoder cache
+are reset because their KV blocks and image embeddings were computed with the old weights (what vLLM's
+own `reload_weights` does). No restart, no files. A state dict is checked against the
 checkpoint's names and shapes first, so a bad version changes nothing.
 
 Log-probs: at temperature 1 vLLM's raw log-probs are `log_softmax(logits)` over the whole vocabulary,
@@ -14,6 +15,7 @@ exactly what the learner computes. At any other temperature the engine's process
 from __future__ import annotations
 
 import os
+import random
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +35,8 @@ if TYPE_CHECKING:
 
     from services.rollout.config import RolloutConfig
 
-SUPPRESS_BIAS = -100.0  # vLLM's logit_bias: exp(-100) is zero for sampling purposes
+SUPPRESS_BIAS = -100.0  # vLLM's logit_bias (allowed range +-100): exp(-100) is zero for sampling purposes
+MAX_TEMPERATURE = 2.0  # SamplingParams refuses more
 
 
 def _load_into_worker(worker: Any, weights: list[tuple[str, Any]]) -> int:
@@ -80,8 +83,10 @@ class VllmBackend(Backend):
         try:
             import vllm  # noqa: F401
         except ImportError as e:
-            raise RuntimeError("backend 'vllm' needs vLLM: install the gpu extra (pip install -e '.[gpu]')") from e
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            raise RuntimeError(
+                "backend 'vllm' needs vLLM: pip install -r requirements-gpu.lock && pip install --no-deps -e ."
+            ) from e
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # collective_rpc must reach the model in this process
         from vllm import LLM
 
         from shared.model.io import generation_stop_ids, load_tokenizer, suppressed_token_ids
@@ -93,10 +98,12 @@ class VllmBackend(Backend):
         self.image_pad_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.shapes = {k: _Shape(v) for k, v in checkpoint_shapes(model_path).items()}
         recipe = cfg.recipe
+        if recipe.temperature > MAX_TEMPERATURE:
+            raise ValueError(f"recipe.temperature is {recipe.temperature}; vLLM samples at {MAX_TEMPERATURE} at most")
         self.llm = LLM(
             model=str(model_path),
             dtype=cfg.dtype,
-            seed=cfg.seed if cfg.seed is not None else 0,
+            seed=cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31),  # random per worker
             gpu_memory_utilization=cfg.vllm.gpu_memory_utilization,
             max_model_len=cfg.vllm.max_model_len or recipe.max_prompt_tokens + recipe.max_response_tokens,
             enforce_eager=cfg.vllm.enforce_eager,
@@ -155,4 +162,7 @@ class VllmBackend(Backend):
                 self.llm.collective_rpc(_load_into_worker, args=(list(state_dict.items()),))
             except Exception as e:  # vLLM raises its own types from inside the worker
                 raise WeightLoadError(f"vLLM refused the weights: {e}") from e
-            self.llm.reset_prefix_cache()
+            # The new weights are in: a cache left stale cannot be undone into "the old version", so it stops the worker.
+            if not self.llm.reset_prefix_cache():
+                raise RuntimeError("vLLM did not reset its prefix cache after a weight load; the engine was not idle")
+            self.llm.llm_engine.reset_encoder_cache()
