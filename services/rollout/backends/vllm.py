@@ -11,7 +11,7 @@ Log-probs: at temperature 1 vLLM's raw log-probs are `log_softmax(logits)` over 
 exactly what the learner computes. At any other temperature the engine's processed log-probs are used
 (after temperature; top_p < 1 would also truncate them, so keep top_p = 1 there). Those come after the
 suppression bias too, so they are normalized without the suppressed image/vision tokens that the learner's
-log-softmax keeps: lower by log(1 - p_suppressed), negligible once the policy gives those tokens no mass.
+log-softmax keeps: higher by -log(1 - p_suppressed), negligible once the policy gives those tokens no mass.
 """
 
 from __future__ import annotations
