@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 DEFAULT_CHUNK_BYTES = 4 << 20
 MAX_CHUNK_BYTES = 16 << 20
 _STREAM_METHOD = "/eureka.v1.WeightService/StreamWeights"
-_DATA_TAG = b"\x1a"  # WeightChunk.data: field 3, length-delimited
 
 
 def chunk_checksum(data: bytes | memoryview) -> int:
@@ -188,7 +187,8 @@ def _frames(version: int, blob: memoryview, digest: str, chunk_bytes: int) -> It
         tail = weights_pb2.WeightChunk(
             checksum=chunk_checksum(data), last=offset + len(data) >= total, total_bytes=total, digest=digest
         ).SerializeToString()
-        yield b"".join((head, _DATA_TAG, wire.varint(len(data)), data, tail) if len(data) else (head, tail))
+        data_field = wire.len_prefix(3, len(data))  # WeightChunk.data, with the data itself after it
+        yield b"".join((head, data_field, data, tail) if len(data) else (head, tail))
 
 
 def iter_chunk_frames(published: Published, chunk_bytes: int) -> Iterator[bytes]:

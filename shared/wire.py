@@ -1,5 +1,6 @@
 """The protobuf wire format read and written directly, without building messages: for a hot path that needs
-the fields of a large message as views of its bytes (the weight stream's chunks).
+the fields of a large message as views of its bytes or writes a message around bytes it already has (the
+weight stream's chunks, the buffer's PutGroups and SampleGroups).
 
 Strict: a varint longer than 10 bytes or above 64 bits, a field number 0, a group or unknown wire type,
 or a field that runs past the end raises `WireError`.
@@ -26,6 +27,16 @@ def varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def len_prefix(number: int, size: int) -> bytes:
+    """The key and length that open a length-delimited field of `size` bytes."""
+    return varint(number << 3 | LEN) + varint(size)
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A whole length-delimited field."""
+    return len_prefix(number, len(payload)) + payload
 
 
 def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:

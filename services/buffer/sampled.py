@@ -10,21 +10,7 @@ from dataclasses import dataclass, field
 
 from eureka.v1 import buffer_pb2
 
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        bits, n = n & 0x7F, n >> 7
-        if n:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+from shared.wire import field as wire_field
 
 
 @dataclass
@@ -35,9 +21,9 @@ class Sampled:
 
     def wire(self) -> bytes:
         """The serialized SampleGroupsResponse (SampledGroup: 1 entry_id, 2 group)."""
-        parts = [_field(1, _field(1, eid.encode()) + _field(2, blob)) for eid, blob in self.kept]
-        parts += [_field(2, eid.encode()) for eid in self.filtered]
-        parts += [_field(3, eid.encode()) for eid in self.stale]
+        parts = [wire_field(1, wire_field(1, eid.encode()) + wire_field(2, blob)) for eid, blob in self.kept]
+        parts += [wire_field(2, eid.encode()) for eid in self.filtered]
+        parts += [wire_field(3, eid.encode()) for eid in self.stale]
         return b"".join(parts)
 
     def message(self) -> buffer_pb2.SampleGroupsResponse:

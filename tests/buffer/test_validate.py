@@ -86,10 +86,6 @@ def one_fault_samples(draw) -> buffer_pb2.Sample:
     return buffer_pb2.Sample(response_token_ids=ids, behaviour_logprobs=lps, finish_reason="stop", accuracy=1.0)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    return wire.varint(number << 3 | wire.LEN) + wire.varint(len(payload)) + payload
-
-
 def _sample_bytes(s: buffer_pb2.Sample, how: str) -> bytes:
     """`s` encoded canonically, with its token ids and/or log-probs split over two packed fields (pieces of a
     message parse as one: repeated fields concatenate), or with unpacked token ids."""
@@ -112,10 +108,10 @@ def _request_bytes(g: buffer_pb2.TrajectoryGroup, hows: list[str], group_in_piec
     head = buffer_pb2.TrajectoryGroup()
     head.CopyFrom(g)
     head.ClearField("samples")
-    samples = b"".join(_field(6, _sample_bytes(s, how)) for s, how in zip(g.samples, hows))
-    group = _field(1, head.SerializeToString()) + _field(1, samples) if group_in_pieces else _field(1, head.SerializeToString() + samples)
+    samples = b"".join(wire.field(6, _sample_bytes(s, how)) for s, how in zip(g.samples, hows))
+    group = wire.field(1, head.SerializeToString()) + wire.field(1, samples) if group_in_pieces else wire.field(1, head.SerializeToString() + samples)
     put = group + buffer_pb2.PutGroupRequest(claim_id="1-0", worker_id="w").SerializeToString()
-    return _field(1, put)
+    return wire.field(1, put)
 
 
 def _verdict(req: buffer_pb2.PutGroupsRequest, arrays_checked: bool) -> str | None:
