@@ -26,12 +26,10 @@ import time
 from pathlib import Path
 
 import grpc
-
 from eureka.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2
 
 from services.buffer import put_wire
 from services.buffer.sampled import Sampled
-
 from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel, wait_serving
 from shared.malloc import reuse_freed_memory
@@ -103,103 +101,106 @@ class InProcess(Service):
         return self.core.put_groups(buffer_pb2.PutGroupsRequest.FromString(raw), put_wire.read(raw, req))
 
 
-class RawRedis:
-    """The same stream operations straight on Redis with redis-py (keys under `raw:`)."""
+class RawStreams:
+    """The buffer's stream operations straight on Redis with redis-py, one round trip per step, keys under `prefix`:
+    what the raw baseline does in this process and the `grpc_ceiling` server does behind grpcio."""
 
-    prompts, groups, ids = "raw:prompts", "raw:groups", "raw:groups:ids"
-
-    def __init__(self, r, n: int) -> None:
+    def __init__(self, r, prefix: str) -> None:
         self.r = r
+        self.prompts, self.groups, self.ids = f"{prefix}prompts", f"{prefix}groups", f"{prefix}groups:ids"
         r.xgroup_create(self.prompts, "rollout", id="0", mkstream=True)
         r.xgroup_create(self.groups, "learner", id="0", mkstream=True)
-        pipe = r.pipeline(transaction=False)
-        for i in range(n):
-            pipe.xadd(self.prompts, {"id": f"raw:{i}", "p": common_pb2.Prompt(prompt_id=f"raw:{i}").SerializeToString()})
-        pipe.execute()
-        self.claims = r.xreadgroup("rollout", "bench", {self.prompts: ">"}, count=n)[0][1]
-        self.payloads = [make_group(f"raw:{i}", 1) for i in range(n)]
 
-    def batch(self, first: int) -> None:
+    def enqueue(self, prompts: list[common_pb2.Prompt]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for p in prompts:
+            pipe.xadd(self.prompts, {"id": p.prompt_id, "p": p.SerializeToString()})
+        pipe.execute()
+
+    def claim(self, consumer: str, count: int) -> list:
+        return self.r.xreadgroup("rollout", consumer, {self.prompts: ">"}, count=count)[0][1]
+
+    def put(self, batch: list[tuple[str, bytes, str]]) -> list[bytes]:
+        """(group_id, group bytes, claim_id) of a batch; the entry ids of the groups not stored before."""
         r = self.r
-        batch = [(self.payloads[i], self.claims[i][0]) for i in range(first, first + BATCH)]
-        known = r.hmget(self.ids, [g.group_id for g, _ in batch])  # idempotency lookup, one round trip
-        new = [(g, claim_id) for (g, claim_id), seen in zip(batch, known) if seen is None]
+        known = r.hmget(self.ids, [group_id for group_id, _, _ in batch])  # idempotency lookup, one round trip
+        new = [item for item, seen in zip(batch, known) if seen is None]
         tx = r.pipeline(transaction=True)  # the batch's XADD + prompt acks in one MULTI/EXEC
-        for g, claim_id in new:
-            tx.xadd(self.groups, {"g": g.SerializeToString()})
+        for _, blob, claim_id in new:
+            tx.xadd(self.groups, {"g": blob})
             tx.xack(self.prompts, "rollout", claim_id)
             tx.xdel(self.prompts, claim_id)
         ids = tx.execute()[::3]
-        r.hset(self.ids, mapping={g.group_id: eid for (g, _), eid in zip(new, ids)})
-        got = r.xreadgroup("learner", "learner", {self.groups: ">"}, count=BATCH)[0][1]
+        r.hset(self.ids, mapping={group_id: eid for (group_id, _, _), eid in zip(new, ids)})
+        return ids
+
+    def read(self, consumer: str, count: int) -> list:
+        return self.r.xreadgroup("learner", consumer, {self.groups: ">"}, count=count)[0][1]
+
+    def ack(self, entry_ids: list) -> int:
+        tx = self.r.pipeline(transaction=True)
+        tx.xack(self.groups, "learner", *entry_ids)
+        tx.xdel(self.groups, *entry_ids)
+        return tx.execute()[0]
+
+
+class RawRedis:
+    """The raw baseline: `RawStreams` in this process (keys under `raw:`)."""
+
+    def __init__(self, r, n: int) -> None:
+        self.streams = RawStreams(r, "raw:")
+        self.streams.enqueue([common_pb2.Prompt(prompt_id=f"raw:{i}") for i in range(n)])
+        self.claims = self.streams.claim("bench", n)
+        self.payloads = [make_group(f"raw:{i}", 1) for i in range(n)]
+
+    def batch(self, first: int) -> None:
+        self.streams.put([(self.payloads[i].group_id, self.payloads[i].SerializeToString(), self.claims[i][0])
+                          for i in range(first, first + BATCH)])
+        got = self.streams.read("learner", BATCH)
         kept = [buffer_pb2.TrajectoryGroup.FromString(f[b"g"]) for _, f in got]
         assert len(kept) == BATCH
-        done = [eid for eid, _ in got]
-        tx = r.pipeline(transaction=True)
-        tx.xack(self.groups, "learner", *done)
-        tx.xdel(self.groups, *done)
-        tx.execute()
+        self.streams.ack([eid for eid, _ in got])
 
 
 def serve_ceiling(port: int, redis_url: str) -> None:
-    """The `grpc_ceiling` server: RawRedis's operations (keys under `ceiling:`) as bare grpcio handlers."""
+    """The `grpc_ceiling` server: `RawStreams` (keys under `ceiling:`) as bare grpcio handlers."""
     from concurrent import futures
 
-    import grpc
     import redis
 
     from shared.config import GrpcConfig
     from shared.grpc_server import server_options
 
     reuse_freed_memory()
-    r = redis.Redis.from_url(redis_url, password=os.environ["EUREKA_REDIS__PASSWORD"])
-    prompts, groups, ids_key = "ceiling:prompts", "ceiling:groups", "ceiling:groups:ids"
-    r.xgroup_create(prompts, "rollout", id="0", mkstream=True)
-    r.xgroup_create(groups, "learner", id="0", mkstream=True)
+    streams = RawStreams(redis.Redis.from_url(redis_url, password=os.environ["EUREKA_REDIS__PASSWORD"]), "ceiling:")
 
     def enqueue(raw: bytes, context) -> bytes:
         req = buffer_pb2.EnqueuePromptsRequest.FromString(raw)
-        pipe = r.pipeline(transaction=False)
-        for p in req.prompts:
-            pipe.xadd(prompts, {"id": p.prompt_id, "p": p.SerializeToString()})
-        pipe.execute()
+        streams.enqueue(list(req.prompts))
         return buffer_pb2.EnqueuePromptsResponse(enqueued=len(req.prompts)).SerializeToString()
 
     def claim(raw: bytes, context) -> bytes:
         req = buffer_pb2.ClaimPromptsRequest.FromString(raw)
         out = buffer_pb2.ClaimPromptsResponse()
-        for eid, f in r.xreadgroup("rollout", req.worker_id, {prompts: ">"}, count=req.max_prompts)[0][1]:
+        for eid, f in streams.claim(req.worker_id, req.max_prompts):
             out.prompts.add(claim_id=eid.decode(), prompt=common_pb2.Prompt.FromString(f[b"p"]), attempt=1)
         return out.SerializeToString()
 
     def put(raw: bytes, context) -> bytes:
         req = buffer_pb2.PutGroupsRequest.FromString(raw)
         blobs = put_wire.read(raw, req).groups or [p.group.SerializeToString() for p in req.puts]
-        known = r.hmget(ids_key, [p.group.group_id for p in req.puts])
-        new = [(p, blob) for p, blob, seen in zip(req.puts, blobs, known) if seen is None]
-        tx = r.pipeline(transaction=True)
-        for p, blob in new:
-            tx.xadd(groups, {"g": blob, "v": p.group.policy_version, "a": 0.5})
-            tx.xack(prompts, "rollout", p.claim_id)
-            tx.xdel(prompts, p.claim_id)
-        entry_ids = tx.execute()[::3]
-        r.hset(ids_key, mapping={p.group.group_id: eid for (p, _), eid in zip(new, entry_ids)})
         out = buffer_pb2.PutGroupsResponse()
-        for eid in entry_ids:
+        for eid in streams.put([(p.group.group_id, blob, p.claim_id) for p, blob in zip(req.puts, blobs)]):
             out.results.add(entry_id=eid.decode())
         return out.SerializeToString()
 
     def sample(raw: bytes, context) -> bytes:
         req = buffer_pb2.SampleGroupsRequest.FromString(raw)
-        got = r.xreadgroup("learner", req.consumer, {groups: ">"}, count=req.num_groups)[0][1]
-        return Sampled(kept=[(eid.decode(), f[b"g"]) for eid, f in got]).wire()
+        return Sampled(kept=[(eid.decode(), f[b"g"]) for eid, f in streams.read(req.consumer, req.num_groups)]).wire()
 
     def ack(raw: bytes, context) -> bytes:
         req = buffer_pb2.AckGroupsRequest.FromString(raw)
-        tx = r.pipeline(transaction=True)
-        tx.xack(groups, "learner", *req.entry_ids)
-        tx.xdel(groups, *req.entry_ids)
-        return buffer_pb2.AckGroupsResponse(acked=tx.execute()[0]).SerializeToString()
+        return buffer_pb2.AckGroupsResponse(acked=streams.ack(list(req.entry_ids))).SerializeToString()
 
     handlers = {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in (
         ("EnqueuePrompts", enqueue), ("ClaimPrompts", claim), ("PutGroups", put), ("SampleGroups", sample), ("AckGroups", ack))}
