@@ -136,7 +136,7 @@ class Worker:
         finally:
             self._finishing.put(None)  # the finisher puts (or releases) what it holds, then exits
             finisher.join()
-            self._release(list(self.held), "drain")
+            self._release(list(self.held), "error" if self.failed else "drain")
             self.state = rollout_pb2.WORKER_STATE_STOPPED
             self.stopped.set()
             log.info("worker stopped", worker_id=self.worker_id, groups_done=self.groups_done)
@@ -201,14 +201,16 @@ class Worker:
         while (item := self._finishing.get()) is not None:
             try:
                 self._finish(item)
-            except Exception as e:
+            except grpc.RpcError as e:  # Verify or PutGroups failed: release the batch, back off, then go on
                 self._release([j.claimed.claim_id for j in item.jobs if j.claimed.claim_id in self.held], "error")
-                if isinstance(e, grpc.RpcError):  # Verify or PutGroups failed: back off, then go on
-                    self._backoff("score_or_put", e)
-                else:  # a bug or a broken tokenizer: like a backend failure, the worker stops
-                    self.failed = True
-                    self.stop.set()
-                    log.exception("worker failed while finishing a batch", worker_id=self.worker_id)
+                self._backoff("score_or_put", e)
+            except Exception:  # a bug or a broken tokenizer: like a backend failure, the worker stops
+                # Its claims stay held until the claim loop has exited (run() releases them then): released
+                # now, the loop's pending long-poll claim would take them straight back.
+                self.failed = True
+                self.stop.set()
+                self.abort.set()
+                log.exception("worker failed while finishing a batch", worker_id=self.worker_id)
             finally:
                 self._finishing.task_done()
         self._finishing.task_done()
