@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from report import RESULTS_DIR, load_1m, machine, write_result  # bench/report.py
 
-RESULTS = Path(__file__).with_name("results") / "async_vs_sync.json"
+RESULTS = RESULTS_DIR / "async_vs_sync.json"
 
 
 def run_mode(mode: str, root: Path, args: argparse.Namespace) -> dict:
@@ -62,12 +61,11 @@ def main() -> int:
         "speedup": round(s["train_time_s"] / a["train_time_s"], 3),
         "same_accuracy": abs(a["final"]["accuracy"] - s["final"]["accuracy"]) <= args.tolerance,
         "tolerance": args.tolerance,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
+        "load_average_1m": load_1m(),
+        "machine": machine(),
         "backend": "hf (CPU)",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, RESULTS)
     print(f"speedup (sync / async train time) = {result['speedup']}, same accuracy: {result['same_accuracy']}")
     return 0
 

@@ -16,9 +16,7 @@ Writes bench/results/buffer.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,9 +32,10 @@ from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel, wait_serving
 from shared.malloc import reuse_freed_memory
 from shared.redis_proc import free_port, start_redis
+from report import RESULTS_DIR, load_1m, machine, write_result  # bench/report.py
 
 SAMPLES, TOKENS, BATCH = 8, 512, 8
-RESULTS = Path(__file__).with_name("results") / "buffer.json"
+RESULTS = RESULTS_DIR / "buffer.json"
 
 
 def make_group(prompt_id: str, attempt: int) -> buffer_pb2.TrajectoryGroup:
@@ -234,6 +233,8 @@ def main() -> int:
     ap.add_argument("--serve-ceiling", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the grpc_ceiling process
     ap.add_argument("--redis-url", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.groups <= 0 or args.groups % BATCH:
+        ap.error(f"--groups must be a positive multiple of {BATCH} (one sample batch), got {args.groups}")
     if args.serve_ceiling:
         serve_ceiling(args.serve_ceiling, args.redis_url)
         return 0
@@ -255,7 +256,7 @@ def main() -> int:
             stub = buffer_pb2_grpc.BufferServiceStub(channel)
             grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{ceiling_port}")).result(timeout=60)
             ceiling_stub = buffer_pb2_grpc.BufferServiceStub(create_channel(f"127.0.0.1:{ceiling_port}", GrpcConfig(), SecurityConfig()))
-            warm = args.groups // 10 // BATCH * BATCH
+            warm = max(BATCH, args.groups // 10 // BATCH * BATCH)
             total = warm + args.groups
             paths = {"service": Service(stub, total), "raw": RawRedis(redis.client(), total),
                      "core": InProcess(redis.url, password, total), "grpc_ceiling": Service(ceiling_stub, total)}
@@ -275,15 +276,14 @@ def main() -> int:
         "core_ratio": round(rates["core"] / rates["raw"], 3),
         "grpc_ceiling_groups_per_s": round(rates["grpc_ceiling"], 1),
         "grpc_ceiling_ratio": round(rates["grpc_ceiling"] / rates["raw"], 3),
-        "load_average_1m": round(os.getloadavg()[0], 2),
+        "load_average_1m": load_1m(),
         "groups": args.groups,
         "samples_per_group": SAMPLES,
         "tokens_per_sample": TOKENS,
         "sample_batch": BATCH,
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+        "machine": machine(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, RESULTS)
     print(f"service {result['service_groups_per_s']} groups/s, raw redis-py {result['raw_redis_groups_per_s']} groups/s, "
           f"ratio {result['ratio']} (target >= 0.5); core without gRPC {result['core_in_process_groups_per_s']} groups/s, "
           f"ratio {result['core_ratio']}; bare grpcio ceiling {result['grpc_ceiling_groups_per_s']} groups/s, "

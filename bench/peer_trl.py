@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -36,6 +35,7 @@ sys.path[:0] = [str(REPO), str(REPO / "gen")]
 
 from eureka_cli.local.config import SMALL_WORLD_RECIPE as RECIPE  # noqa: E402  (what `eureka up` trains with)
 from eureka_cli.local.config import UpConfig  # noqa: E402
+from report import RESULTS_DIR, load_1m, machine, write_result  # noqa: E402  (bench/report.py)
 
 
 
@@ -226,11 +226,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model-path", type=Path, default=None, help="base checkpoint (default: the cached tiny base)")
     ap.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench-peer_trl", help="emptied at the start")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "peer_trl.json")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR / "peer_trl.json")
     args = ap.parse_args()
     import trl
 
-    load_start = os.getloadavg()[0]  # other work on the machine skews both wall-clocks alike; recorded
+    load_start = load_1m()  # other work on the machine skews both wall-clocks alike; recorded
     shutil.rmtree(args.work_dir, ignore_errors=True)
     args.work_dir.mkdir(parents=True)
     from eureka_cli.local.run import prepare
@@ -255,8 +255,9 @@ def main() -> int:
         "eval": f"eureka eval --greedy --limit {args.eval_limit}",
         "data": {"train": str(train), "heldout": str(heldout), "base": str(Path(base).resolve())},
         "trl_version": trl.__version__, "trl_threads": args.trl_threads,
-        "machine": {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
-                    "load_avg_1m_at_start": load_start, "load_avg_1m_at_end": os.getloadavg()[0]},
+        "date": time.strftime("%Y-%m-%d"),
+        "load_average_1m": {"start": load_start, "end": load_1m()},
+        "machine": machine(),
         "base": {k: base_eval["overall"][k] for k in keys},
         "eureka": {**{k: v for k, v in eureka.items() if k != "final"}, **{k: eureka["final"][k] for k in keys}},
         "trl": {**{k: v for k, v in peer.items() if k != "final"}, **{k: peer["final"][k] for k in keys}},
@@ -264,8 +265,7 @@ def main() -> int:
     result["speedup_eureka_over_trl"] = round(peer["train_wall_s"] / eureka["train_wall_s"], 3)
     result["accuracy_gain"] = {name: round(result[name]["accuracy"] - result["base"]["accuracy"], 4)
                                for name in ("eureka", "trl")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.out)
     print(f"train wall-clock: eureka {eureka['train_wall_s']}s, trl {peer['train_wall_s']}s "
           f"(trl/eureka = {result['speedup_eureka_over_trl']}x)")
     print(f"held-out accuracy: base {result['base']['accuracy']:.3f}, eureka {result['eureka']['accuracy']:.3f}, "

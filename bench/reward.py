@@ -11,7 +11,6 @@ the service is a real `eureka reward serve` process with its default pool. Write
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -20,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from report import RESULTS_DIR, load_1m, machine, write_result  # bench/report.py
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "gen")]
@@ -178,7 +178,7 @@ def main() -> int:
 
     score_item(ItemInput("<answer>1/2</answer>", "0.5"), 300, 5)  # warm sympy here, as each worker does
     service = Service(args.workers)
-    load_before = os.getloadavg()
+    load_before = load_1m()
     base_s = serv_s = base_cpu = serv_cpu = 0.0
     base_acc: list[float] = []
     serv_acc: list[float] = []
@@ -196,7 +196,7 @@ def main() -> int:
             serv_s, serv_cpu, latencies, serv_acc = serv_s + seconds, serv_cpu + cpu, latencies + lat, serv_acc + acc
     finally:
         service.close()
-    load_after = os.getloadavg()
+    load_after = load_1m()
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))]
     result = {
@@ -212,12 +212,11 @@ def main() -> int:
         "ratio_on_idle_cores_from_cpu": round(min(args.workers, os.cpu_count() or 1) * base_cpu / serv_cpu, 2),
         "accuracy_agreement": sum(a == b for a, b in zip(base_acc, serv_acc)) / len(items),
         "baseline_mean_accuracy": round(sum(base_acc) / len(items), 3),
-        "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(load_after[0], 2),
+        "load_average_1m": {"start": load_before, "end": load_after},
+        "machine": machine(),
     }
-    out = REPO / "bench" / "results" / "reward.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    out = RESULTS_DIR / "reward.json"
+    write_result(result, out)
     print(f"ratio service/baseline = {result['ratio']} (target >= 1.5 on 2 cores); wrote {out.relative_to(REPO)}")
     return 0
 

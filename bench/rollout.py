@@ -22,7 +22,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,8 +39,9 @@ from shared.grpc_server import GrpcServer  # noqa: E402
 from shared.malloc import reuse_freed_memory  # noqa: E402
 from shared.redis_proc import free_port, start_redis  # noqa: E402
 from shared.weights import WeightStore, add_weight_service  # noqa: E402
+from report import RESULTS_DIR, load_1m, machine, write_result  # noqa: E402  (bench/report.py)
 
-RESULTS = Path(__file__).with_name("results") / "rollout.json"
+RESULTS = RESULTS_DIR / "rollout.json"
 EUREKA = [sys.executable, "-m", "eureka_cli"]
 
 
@@ -186,11 +186,10 @@ def main() -> int:
             "max_response_tokens": args.max_tokens, "torch_threads": args.threads,
             "service_tokens": totals["service"][0], "bare_tokens": totals["bare"][0],
             "model": "tiny Qwen2.5-VL (random weights), float32, CPU",
-            "load_average_1m": round(os.getloadavg()[0], 2),
-            "machine": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+            "load_average_1m": load_1m(),
+            "machine": machine(),
         }
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+        write_result(out, RESULTS)
         print(f"service {service_tps:,.0f} tokens/s vs bare generate {bare_tps:,.0f} tokens/s: ratio {out['ratio']:.2f}"
               f" (target >= 0.85); wrote {RESULTS}")
         return 0

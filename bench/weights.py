@@ -16,10 +16,8 @@ One untimed warm-up of each path, then the paths alternate; medians of the repea
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -33,8 +31,9 @@ from shared.grpc_client import create_channel, wait_serving  # noqa: E402
 from shared.malloc import reuse_freed_memory  # noqa: E402
 from shared.redis_proc import free_port  # noqa: E402
 from shared.weights import DEFAULT_CHUNK_BYTES  # noqa: E402
+from report import RESULTS_DIR, load_1m, machine, write_result  # noqa: E402  (bench/report.py)
 
-RESULTS = Path(__file__).with_name("results") / "weights.json"
+RESULTS = RESULTS_DIR / "weights.json"
 TENSOR_ELEMS = 1 << 20  # 4 MiB of float32
 
 
@@ -169,7 +168,7 @@ def main() -> int:
     parser.add_argument("--chunk-mb", type=int, default=0, help="chunk size asked for (0 = server default, as rollout)")
     args = parser.parse_args()
     reuse_freed_memory()  # as the rollout worker does; the TCP reader shares this process
-    load_start = os.getloadavg()[0]
+    load_start = load_1m()
     print(f"load average (1 min) at start {load_start:.2f} on {os.cpu_count()} cpus", flush=True)
     results = []
     for mb in args.sizes_mb:
@@ -188,11 +187,10 @@ def main() -> int:
                 " the whole, copied into one buffer (bytes verified); pull_with_load adds the load into tensors (views"
                 " of that buffer); baseline = the same bytes sent in the same 4 MiB chunks over loopback TCP, recv_into"
                 " one buffer allocated the same way (np.empty); tcp_with_same_checks also computes the same XXH3s",
-        "load_average_1m": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
+        "load_average_1m": {"start": load_start, "end": load_1m()},
+        "machine": machine(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    write_result(out, RESULTS)
     print(f"ratio (worst size) {out['ratio']:.2f} (target >= 0.5); wrote {RESULTS}")
     return 0
 
