@@ -169,8 +169,9 @@ def run(cfg: LearnerConfig) -> int:
                 break
         if r0 is not None and step >= cfg.total_steps:
             _save_final(cfg, r0, model_path)
-        if cfg.hold_after_done and not stop.is_set():
-            log.info("training done, serving the final weights until stopped", policy_version=step)
+        if cfg.hold_after_done:  # every rank enters the hold: whether a signal came first is rank 0's to say
+            if not stop.is_set():
+                log.info("training done, serving the final weights until stopped", policy_version=step)
             _hold(stop, control)
     finally:
         if r0 is not None:
@@ -193,7 +194,9 @@ def _save_final(cfg: LearnerConfig, r0: Rank0, model_path: Path) -> None:
 
 
 def _hold(stop: Any, control: Any) -> None:
-    """Rank 0 waits for the stop signal, then releases the others (they wait in the broadcast)."""
+    """Rank 0 waits for the stop signal (at once if it came already), then releases the others (they wait in the
+    broadcast). Each rank deciding from its own stop event would not do: a SIGTERM that lands while rank 0 saves
+    the final model finds rank 1 already holding, and rank 0 would exit without releasing it."""
     import torch.distributed as dist
 
     from shared.grpc_server import wait_until_stopped
