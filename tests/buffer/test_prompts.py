@@ -54,12 +54,12 @@ def test_claim_put_completes_prompt_and_backlog_counts_queued_and_claimed(buf: B
 
 
 def test_reclaim_after_a_worker_dies_increments_attempt(redis_server) -> None:
-    buf = Buffer(make_config(redis_server, lease_s=0.2))
+    buf = Buffer(make_config(redis_server, lease_s=2.0))  # a lease no stall of a loaded machine outlasts
     buf.ensure_groups()
     enqueue(buf, 0, 1)
     dead_worker = claim(buf, "w-dead")[0]
     assert claim(buf, "w2") == []  # lease not expired yet: nothing to hand out
-    time.sleep(0.3)
+    time.sleep(2.1)
     again = claim(buf, "w2")
     assert len(again) == 1
     assert again[0].claim_id == dead_worker.claim_id and again[0].attempt == 2
