@@ -167,7 +167,6 @@ def serve_ceiling(port: int, redis_url: str) -> None:
 
     import redis
 
-    from shared.config import GrpcConfig
     from shared.grpc_server import server_options
 
     reuse_freed_memory()
@@ -187,7 +186,7 @@ def serve_ceiling(port: int, redis_url: str) -> None:
 
     def put(raw: bytes, context) -> bytes:
         req = buffer_pb2.PutGroupsRequest.FromString(raw)
-        blobs = put_wire.read(raw, req).groups or [p.group.SerializeToString() for p in req.puts]
+        blobs = put_wire.read(raw, req).group_bytes(req)
         out = buffer_pb2.PutGroupsResponse()
         for eid in streams.put([(p.group.group_id, blob, p.claim_id) for p, blob in zip(req.puts, blobs)]):
             out.results.add(entry_id=eid.decode())
@@ -254,8 +253,9 @@ def main() -> int:
             channel = create_channel(f"127.0.0.1:{port}", GrpcConfig(), SecurityConfig(service_token=token))
             wait_serving(channel, timeout_s=60)
             stub = buffer_pb2_grpc.BufferServiceStub(channel)
-            grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{ceiling_port}")).result(timeout=60)
-            ceiling_stub = buffer_pb2_grpc.BufferServiceStub(create_channel(f"127.0.0.1:{ceiling_port}", GrpcConfig(), SecurityConfig()))
+            ceiling_channel = create_channel(f"127.0.0.1:{ceiling_port}", GrpcConfig(), SecurityConfig())
+            grpc.channel_ready_future(ceiling_channel).result(timeout=60)  # a bare server: no health service
+            ceiling_stub = buffer_pb2_grpc.BufferServiceStub(ceiling_channel)
             warm = max(BATCH, args.groups // 10 // BATCH * BATCH)
             total = warm + args.groups
             paths = {"service": Service(stub, total), "raw": RawRedis(redis.client(), total),

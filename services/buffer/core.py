@@ -199,7 +199,7 @@ class Buffer:
         self._check_memory()
         k = self.keys
         keys = [k.groups, k.group_ids, k.prompts, k.attempts, k.releases, k.released, k.stats]
-        blobs = received.groups or [p.group.SerializeToString() for p in req.puts]
+        blobs = received.group_bytes(req)
         calls = []
         for p, blob in zip(req.puts, blobs, strict=True):
             g = p.group

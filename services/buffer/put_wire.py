@@ -28,6 +28,10 @@ class PutWire:
     groups: list[bytes] | None  # each put's serialized TrajectoryGroup as received; None: serialize the parsed one
     arrays_ok: bool  # every sample's token ids are non-negative and its log-probs finite and <= 1e-3
 
+    def group_bytes(self, req: buffer_pb2.PutGroupsRequest) -> list[bytes]:
+        """The bytes to store for each put's group: as received, else the parsed group serialized."""
+        return self.groups or [p.group.SerializeToString() for p in req.puts]
+
 
 NOT_READ = PutWire(None, False)
 
