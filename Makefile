@@ -6,7 +6,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HELM_DIR := .tools/bin
 export PATH := $(CURDIR)/$(HELM_DIR):$(PATH)
 
-.PHONY: setup apt venv proto helm demo test test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-peer_trl clean
+.PHONY: setup apt venv proto helm demo test test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-async_vs_sync bench-peer_trl clean
 
 setup: apt venv proto helm
 
@@ -52,9 +52,11 @@ test-slow: setup
 chaos: setup
 	$(PY) -m pytest -q -ra -m chaos -s; rc=$$?; [ $$rc -eq 5 ] && { echo "no chaos tests collected"; exit 1; }; exit $$rc
 
-bench: bench-reward bench-buffer bench-rollout bench-weights
+BENCHES := reward buffer rollout weights
+bench: $(addprefix bench-,$(BENCHES))
 
-bench-%: setup
+# A static pattern rule: make applies no implicit (`bench-%:`) rule to a .PHONY target, so that did nothing.
+$(addprefix bench-,$(BENCHES) async_vs_sync): bench-%: setup
 	$(PY) bench/$*.py
 
 # The TRL peer needs the `bench` extra (not in requirements.lock): install it first.
