@@ -1,4 +1,4 @@
-"""Settings of `eureka reward serve`: ports, the verifier pool, per-item timeout, input caps, back-pressure."""
+"""Settings of `eureka reward serve`: ports, the worker pool, per-item timeout, input caps, back-pressure."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from shared.config import ServiceSettings
 
 
 class RewardConfig(ServiceSettings):
-    """One process, two front doors (gRPC `Verify`, HTTP FastAPI) over one pool of verifier processes."""
+    """One process, two front doors (gRPC `Verify`, HTTP FastAPI) over one pool of scoring worker processes."""
 
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC RewardService port (0 = pick a free one)")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (/v1/reward, /get_reward, /healthz, /readyz, /metrics)")
     metrics_port: int = Field(9101, ge=0, le=65535, description="extra Prometheus /metrics port (0 = off; HTTP serves /metrics too)")
-    workers: int = Field(2, ge=1, le=256, description="verifier worker processes")
+    workers: int = Field(2, ge=1, le=256, description="scoring worker processes")
     item_timeout_s: float = Field(5.0, gt=0, le=600, description="hard per-item limit; a stuck worker is killed and replaced")
     max_batch_items: int = Field(1024, ge=1, description="most items one request may carry")
     max_pending_items: int = Field(4096, ge=1, description="items queued or in flight before new requests are refused")

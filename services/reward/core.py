@@ -1,6 +1,6 @@
 """Rule-based scoring of one response: answer extraction, format check, math-verify equivalence, letter fallback.
 
-Pure functions, no gRPC or HTTP. `score_item` runs inside a verifier worker process (math-verify's
+Pure functions, no gRPC or HTTP. `score_item` runs inside a scoring worker process (math-verify's
 `signal.alarm` needs a main thread); everything here is also usable directly in tests.
 """
 

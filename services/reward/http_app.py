@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.reward.config import RewardConfig
 from services.reward.pool import PoolBusy, PoolClosed
-from services.reward.service import BadRequest, Item, RewardVerifier
+from services.reward.scoring import BadRequest, Item, Scorer
 from shared.auth import bearer_ok
 
 M = TypeVar("M", bound=BaseModel)
@@ -162,10 +162,10 @@ class RateLimit:
         await _error(429, sentence, retry_after=True)(scope, receive, send)
 
 
-def create_app(cfg: RewardConfig, verifier: RewardVerifier, is_ready: Callable[[], bool]) -> RateLimit:
+def create_app(cfg: RewardConfig, scorer: Scorer, is_ready: Callable[[], bool]) -> RateLimit:
     """The FastAPI app wrapped in the rate and body-size limits (an ASGI app uvicorn serves)."""
     app = FastAPI(title="Eureka reward", docs_url=None, redoc_url=None, openapi_url=None)
-    metrics = verifier.metrics
+    metrics = scorer.metrics
 
     def auth(request: Request) -> None:
         if not bearer_ok(request.headers.get("authorization"), cfg.security.service_token):
@@ -202,7 +202,7 @@ def create_app(cfg: RewardConfig, verifier: RewardVerifier, is_ready: Callable[[
     def readyz() -> Response:
         if is_ready():
             return JSONResponse({"status": "ready"})
-        return _error(503, "the verifier pool is starting or stopping; retry shortly")
+        return _error(503, "the worker pool is starting or stopping; retry shortly")
 
     @app.get("/metrics", dependencies=[Depends(auth)])
     def metrics_page() -> Response:
@@ -212,7 +212,7 @@ def create_app(cfg: RewardConfig, verifier: RewardVerifier, is_ready: Callable[[
     async def reward(request: Request) -> dict:
         body = await _parse(request, RewardRequest)
         items = [Item(i.response, i.gold, i.mode, tuple(i.options), i.item_id) for i in body.items]
-        results = await run_in_threadpool(verifier.verify, items, body.format_weight, "http")
+        results = await run_in_threadpool(scorer.score, items, body.format_weight, "http")
         return {"results": [
             {"item_id": r.item_id, "accuracy": r.accuracy, "format": r.format, "total": r.total,
              "extracted": r.extracted, "status": r.status.value, "detail": r.detail}
@@ -225,7 +225,7 @@ def create_app(cfg: RewardConfig, verifier: RewardVerifier, is_ready: Callable[[
         golds = _golds(body)
         use = mode or cfg.get_reward_mode
         items = [Item(response_from_query(q), g, use) for q, g in zip(body.query, golds)]
-        results = await run_in_threadpool(verifier.verify, items, None, "get_reward")
+        results = await run_in_threadpool(scorer.score, items, None, "get_reward")
         return {
             "rewards": [r.total for r in results],
             "accuracy_rewards": [r.accuracy for r in results],

@@ -1,4 +1,4 @@
-"""A small pool of verifier processes with a hard per-item timeout and a bounded number of pending items.
+"""A small pool of scoring worker processes with a hard per-item timeout and a bounded number of pending items.
 
 One driver thread per worker process takes items from a shared queue, sends each to its worker and
 waits at most `item_timeout_s`; a worker that overruns (or dies) is killed and replaced while the other
@@ -46,7 +46,7 @@ class _Task:
 class _Driver(threading.Thread):
     """Owns one worker process; replaces it after a timeout or a crash."""
 
-    def __init__(self, index: int, pool: "VerifierPool") -> None:
+    def __init__(self, index: int, pool: "WorkerPool") -> None:
         super().__init__(name=f"reward-driver-{index}", daemon=True)
         self.index = index
         self.pool = pool
@@ -69,7 +69,7 @@ class _Driver(threading.Thread):
         child.close()
         if not parent.poll(_START_TIMEOUT_S) or parent.recv() != READY:
             proc.kill()
-            raise RuntimeError(f"verifier worker {self.index} did not start within {_START_TIMEOUT_S}s")
+            raise RuntimeError(f"scoring worker {self.index} did not start within {_START_TIMEOUT_S}s")
         self.proc, self.conn = proc, parent
         self.ready.set()
         self.pool.update_size()
@@ -98,7 +98,7 @@ class _Driver(threading.Thread):
         """
         timeout = self.pool.cfg.item_timeout_s
         if not self.proc.is_alive():  # died while idle (OOM killer, kill -9): replace it before using it
-            self._replace("verifier worker found dead; replacing it")
+            self._replace("scoring worker found dead; replacing it")
         while tasks:
             try:
                 self.conn.send([(t.item.response, t.item.gold, t.item.mode, t.item.options) for t in tasks])
@@ -106,14 +106,14 @@ class _Driver(threading.Thread):
                     tasks.pop(0).future.set_result(self.conn.recv())
             except (EOFError, OSError) as e:
                 tasks.pop(0).future.set_result(
-                    ItemScore(0.0, 0.0, "", Status.INVALID, "verifying this item crashed the verifier process; scored 0"))
-                self._replace("verifier worker died; replacing it", error=type(e).__name__)
+                    ItemScore(0.0, 0.0, "", Status.INVALID, "verifying this item crashed the scoring worker process; scored 0"))
+                self._replace("scoring worker died; replacing it", error=type(e).__name__)
                 continue
             if tasks:
                 tasks.pop(0).future.set_result(
                     ItemScore(0.0, 0.0, "", Status.TIMEOUT, f"verification took longer than {timeout:g}s; scored 0"))
                 self.pool.metrics.timeouts.inc()
-                self._replace("item timed out; killing its verifier worker", timeout_s=timeout)
+                self._replace("item timed out; killing its scoring worker", timeout_s=timeout)
 
     def _take(self) -> list[_Task] | None:
         """The next chunk: one blocking get, then more already queued, up to a fair share per worker (None = stop)."""
@@ -141,19 +141,19 @@ class _Driver(threading.Thread):
                     self._score(chunk)
                 except Exception as e:  # the replacement worker failed to start: never leave a caller waiting
                     for task in chunk:
-                        task.future.set_exception(PoolClosed(f"verifier worker {self.index} could not be replaced ({e})"))
+                        task.future.set_exception(PoolClosed(f"scoring worker {self.index} could not be replaced ({e})"))
                     raise
         except Exception as e:
             self.stopped = True
-            log.exception("verifier driver stopped", worker=self.index)
+            log.exception("worker driver stopped", worker=self.index)
             if not self.pool.accepting():
                 self.pool.fail_pending(e)
         finally:
             self._kill()
 
 
-class VerifierPool:
-    """`verify(items)` -> scores in order; thread-safe; `start()` then `close()`."""
+class WorkerPool:
+    """`score(items)` -> scores in order; thread-safe; `start()` then `close()`."""
 
     def __init__(self, cfg: RewardConfig) -> None:
         self.cfg = cfg
@@ -167,7 +167,7 @@ class VerifierPool:
         self._open = False
         self._drivers = [_Driver(i, self) for i in range(cfg.workers)]
 
-    def start(self, wait_s: float = _START_TIMEOUT_S) -> "VerifierPool":
+    def start(self, wait_s: float = _START_TIMEOUT_S) -> "WorkerPool":
         self._open = True
         for d in self._drivers:
             d.start()
@@ -196,10 +196,10 @@ class VerifierPool:
     def pending(self) -> int:
         return self._pending
 
-    def verify(self, items: list[ItemInput]) -> list[ItemScore]:
+    def score(self, items: list[ItemInput]) -> list[ItemScore]:
         with self._lock:
             if not self.accepting():
-                raise PoolClosed("the reward service is stopping or has no verifier worker; retry on another replica")
+                raise PoolClosed("the reward service is stopping or has no scoring worker; retry on another replica")
             if self._pending + len(items) > self.cfg.max_pending_items:
                 raise PoolBusy(
                     f"{self._pending} items are already pending and this request adds {len(items)} "
@@ -225,7 +225,7 @@ class VerifierPool:
             except queue.Empty:
                 return
             if task is not None and task.future.set_running_or_notify_cancel():
-                task.future.set_exception(PoolClosed(f"the verifier pool failed ({error}); retry later"))
+                task.future.set_exception(PoolClosed(f"the worker pool failed ({error}); retry later"))
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""`eureka reward serve`: the verifier pool, the gRPC `RewardService`, and the HTTP app in one process.
+"""`eureka reward serve`: the worker pool, the gRPC `RewardService`, and the HTTP app in one process.
 
 On SIGTERM/SIGINT: readiness goes false (gRPC health NOT_SERVING, /readyz 503), in-flight calls finish
 within the grace period, then the HTTP server and the worker processes stop.
@@ -15,8 +15,8 @@ from eureka.v1 import reward_pb2, reward_pb2_grpc
 from services.reward.config import RewardConfig
 from services.reward.core import INSTRUCT, PRETRAINED, Status
 from services.reward.http_app import create_app
-from services.reward.pool import PoolBusy, PoolClosed, VerifierPool
-from services.reward.service import BadRequest, Item, Result, RewardVerifier
+from services.reward.pool import PoolBusy, PoolClosed, WorkerPool
+from services.reward.scoring import BadRequest, Item, Result, Scorer
 from shared.grpc_server import (
     GrpcServer,
     InvalidArgument,
@@ -47,17 +47,17 @@ def _result(r: Result) -> reward_pb2.VerifyResult:
 
 
 class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
-    """Thin: converts messages, calls the verifier, maps its errors to status codes."""
+    """Thin: converts messages, calls the scorer, maps its errors to status codes."""
 
-    def __init__(self, verifier: RewardVerifier) -> None:
-        self.verifier = verifier
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
 
     @map_errors
     def Verify(self, request: reward_pb2.VerifyRequest, context: grpc.ServicerContext) -> reward_pb2.VerifyResponse:
         items = [_item(i, m) for i, m in enumerate(request.items)]
         weight = request.format_weight if request.HasField("format_weight") else None
         try:
-            results = self.verifier.verify(items, weight, door="grpc")
+            results = self.scorer.score(items, weight, door="grpc")
         except BadRequest as e:
             raise InvalidArgument(str(e)) from e
         except PoolBusy as e:
@@ -67,20 +67,20 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         return reward_pb2.VerifyResponse(results=[_result(r) for r in results])
 
 
-def _add_servicers(verifier: RewardVerifier):
+def _add_servicers(scorer: Scorer):
     def add(server: grpc.Server) -> list[str]:
-        reward_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(verifier), server)
+        reward_pb2_grpc.add_RewardServiceServicer_to_server(RewardServicer(scorer), server)
         return [reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name]
 
     return add
 
 
-def _http_server(cfg: RewardConfig, verifier: RewardVerifier, is_ready) -> "uvicorn.Server":  # noqa: F821
+def _http_server(cfg: RewardConfig, scorer: Scorer, is_ready) -> "uvicorn.Server":  # noqa: F821
     import uvicorn
 
     tls = cfg.security
     config = uvicorn.Config(
-        create_app(cfg, verifier, is_ready), host=cfg.host, port=cfg.http_port, log_level="warning",
+        create_app(cfg, scorer, is_ready), host=cfg.host, port=cfg.http_port, log_level="warning",
         access_log=False, ssl_certfile=str(tls.tls_cert) if tls.tls_cert else None,
         ssl_keyfile=str(tls.tls_key) if tls.tls_key else None,
     )
@@ -90,17 +90,17 @@ def _http_server(cfg: RewardConfig, verifier: RewardVerifier, is_ready) -> "uvic
 def main(cfg: RewardConfig) -> int:
     log = setup_logging("reward")
     stop = stop_event_on_signals()
-    pool = VerifierPool(cfg).start()
+    pool = WorkerPool(cfg).start()
     if not pool.all_started():
-        log.error("verifier workers did not start", workers=cfg.workers)
+        log.error("scoring workers did not start", workers=cfg.workers)
         pool.close()
         return 1
-    verifier = RewardVerifier(cfg, pool)
+    scorer = Scorer(cfg, pool)
     stopping = threading.Event()
     grpc_server = GrpcServer(
-        _add_servicers(verifier), host=cfg.host, port=cfg.grpc_port, grpc_cfg=cfg.grpc, security=cfg.security,
+        _add_servicers(scorer), host=cfg.host, port=cfg.grpc_port, grpc_cfg=cfg.grpc, security=cfg.security,
     ).start()
-    http = _http_server(cfg, verifier, lambda: pool.ready() and not stopping.is_set())
+    http = _http_server(cfg, scorer, lambda: pool.ready() and not stopping.is_set())
     http_thread = threading.Thread(target=http.run, name="reward-http", daemon=True)
     http_thread.start()
     while not http.started and http_thread.is_alive():

@@ -1,4 +1,4 @@
-"""Main of one verifier process: receive chunks of items on a pipe, score them on this main thread, send scores.
+"""Main of one scoring worker process: receive chunks of items on a pipe, score them on this main thread, send scores.
 
 math-verify guards parse/verify with `signal.alarm`, which only works on a main thread; the parent's
 hard per-item timeout (kill and replace) covers what the alarm cannot interrupt (a huge integer power).

@@ -18,14 +18,14 @@ from tests.hostile.conftest import OUTCOMES, TOKEN, count, expect_clear
 from tests.hostile.protogen import TEXT, build, fields_of
 
 BATCH = 64
-BIG = 100  # items per well-formed batch (these reach the verifier workers)
+BIG = 100  # items per well-formed batch (these reach the scoring workers)
 WELL_FORMED = 10  # well-formed batches per door (/get_reward, cheaper: three times as many)
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 item_values = fields_of(reward_pb2.VerifyItem.DESCRIPTOR, 1)
 RESPONSES = st.one_of(TEXT, st.tuples(TEXT, TEXT).map(lambda t: f"<think>{t[0]}</think><answer>{t[1]}</answer>"),
                       TEXT.map(lambda t: f"\\boxed{{{t}}}"))
-# Well-formed items with hostile content: these reach the verifier workers (math-verify) item by item.
+# Well-formed items with hostile content: these reach the scoring workers (math-verify) item by item.
 # Answers and golds: in the default run random text surrounds short answers math-verify parses fast; the slow
 # run puts random text inside <answer> and the gold (it can take math-verify past the item timeout, and each
 # such item costs a worker restart: minutes on a loaded 2-core machine).

@@ -31,7 +31,7 @@ def test_full_pool_refuses_then_recovers_and_stops_on_sigterm() -> None:
         with server.http() as client:  # wait until the slow item holds the only pending slot (for about the timeout)
             deadline = time.monotonic() + 30
             while _pending_items(client) < 1:
-                assert time.monotonic() < deadline, "the slow item never reached the verifier pool"
+                assert time.monotonic() < deadline, "the slow item never reached the worker pool"
                 time.sleep(0.05)
         with pytest.raises(grpc.RpcError) as err:
             server.stub().Verify(reward_pb2.VerifyRequest(items=[FAST]), timeout=10)

@@ -1,4 +1,4 @@
-"""Fault injection: a verifier process killed from outside is replaced and no item is lost (make chaos)."""
+"""Fault injection: a scoring worker process killed from outside is replaced and no item is lost (make chaos)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _parents() -> dict[int, int]:
 
 
 def _workers(server: int) -> list[int]:
-    """Verifier processes: grandchildren of the server (server -> forkserver -> worker)."""
+    """Scoring worker processes: grandchildren of the server (server -> forkserver -> worker)."""
     parents = _parents()
     return [p for p, parent in parents.items() if parents.get(parent) == server]
 
@@ -34,7 +34,7 @@ def test_killed_worker_is_replaced_and_every_item_scored() -> None:
     server = start_reward()
     try:
         workers = _workers(server.proc.pid)
-        assert len(workers) == 2, f"expected two verifier workers under the server, found {workers}"
+        assert len(workers) == 2, f"expected two scoring workers under the server, found {workers}"
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         items = [reward_pb2.VerifyItem(response=f"<answer>{i}</answer>", gold=str(i), item_id=str(i)) for i in range(32)]

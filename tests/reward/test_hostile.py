@@ -65,7 +65,7 @@ def test_timeout_kills_and_replaces_the_worker(reward_server) -> None:
             assert _metric(page, "eureka_reward_timeouts_total") >= 1
         deadline = time.monotonic() + 60  # replacements start right after the answer goes out
         while _metric(client.get("/metrics").text, "eureka_reward_pool_workers") < 2:
-            assert time.monotonic() < deadline, "killed verifier workers were not replaced"
+            assert time.monotonic() < deadline, "killed scoring workers were not replaced"
             time.sleep(0.1)
     _still_answers(reward_server)
 

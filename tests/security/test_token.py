@@ -14,8 +14,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.reward.config import RewardConfig
 from services.reward.http_app import create_app
-from services.reward.pool import VerifierPool
-from services.reward.service import RewardVerifier
+from services.reward.pool import WorkerPool
+from services.reward.scoring import Scorer
 from tests.security.conftest import TOKEN
 
 EXPECTED = {
@@ -99,7 +99,7 @@ def test_the_right_token_passes_the_interceptor(stack) -> None:
 def reward_routes() -> list[tuple[str, str]]:
     """(method, path) of every route of the reward HTTP app, read from FastAPI's route list."""
     cfg = RewardConfig()
-    app = create_app(cfg, RewardVerifier(cfg, VerifierPool(cfg)), lambda: True)
+    app = create_app(cfg, Scorer(cfg, WorkerPool(cfg)), lambda: True)
     while not hasattr(app, "routes"):
         app = app.app  # through the rate and body-size middlewares
     return sorted((m, r.path) for r in app.routes if isinstance(r, APIRoute) for m in r.methods)

@@ -1,6 +1,6 @@
-"""The verifier both front doors call: input caps, per-mode format weights, totals and metrics over the pool.
+"""The `Scorer` both front doors call: input caps, per-mode format weights, totals and metrics over the pool.
 
-Transport-free: gRPC and HTTP convert their messages to `Item`s, call `RewardVerifier.verify`, and map
+Transport-free: gRPC and HTTP convert their messages to `Item`s, call `Scorer.score`, and map
 `BadRequest` / `PoolBusy` / `PoolClosed` to their status codes in one place each.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from services.reward.config import RewardConfig
 from services.reward.core import INSTRUCT, PRETRAINED, ItemInput, ItemScore, Status
 from services.reward.metrics import reward_metrics
-from services.reward.pool import PoolBusy, PoolClosed, VerifierPool
+from services.reward.pool import PoolBusy, PoolClosed, WorkerPool
 from shared.reflection import reflection_rate
 
 MODES = (INSTRUCT, PRETRAINED)
@@ -41,8 +41,10 @@ class Result:
     detail: str
 
 
-class RewardVerifier:
-    def __init__(self, cfg: RewardConfig, pool: VerifierPool) -> None:
+class Scorer:
+    """Scores a request's batch on the `WorkerPool`: caps, format weights, totals and per-door metrics."""
+
+    def __init__(self, cfg: RewardConfig, pool: WorkerPool) -> None:
         self.cfg = cfg
         self.pool = pool
         self.metrics = reward_metrics()
@@ -76,11 +78,11 @@ class RewardVerifier:
             return format_weight
         return self.cfg.pretrained_format_weight if mode == PRETRAINED else self.cfg.instruct_format_weight
 
-    def verify(self, items: list[Item], format_weight: float | None = None, door: str = "grpc") -> list[Result]:
+    def score(self, items: list[Item], format_weight: float | None = None, door: str = "grpc") -> list[Result]:
         """Score a batch; counts the request, its outcome and latency under `door` (grpc, http, get_reward)."""
         start, outcome = time.perf_counter(), "ok"
         try:
-            return self._verify(items, format_weight)
+            return self._score(items, format_weight)
         except BadRequest:
             outcome = "invalid"
             raise
@@ -96,11 +98,11 @@ class RewardVerifier:
             if outcome != "ok":
                 self.metrics.errors.labels(kind=outcome).inc()
 
-    def _verify(self, items: list[Item], format_weight: float | None) -> list[Result]:
+    def _score(self, items: list[Item], format_weight: float | None) -> list[Result]:
         self.check(items, format_weight)
         capped = [self._cap(item) for item in items]
         to_score: list[ItemInput] = [it for it, c in zip(items, capped) if c is None]
-        scored = iter(self.pool.verify(to_score) if to_score else [])
+        scored = iter(self.pool.score(to_score) if to_score else [])
         results = []
         for item, cap in zip(items, capped):
             score = ItemScore(0.0, 0.0, "", Status.INVALID, cap) if cap is not None else next(scored)
