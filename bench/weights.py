@@ -82,7 +82,7 @@ def tcp_pull(port: int, verify: bool = False) -> int:
     import numpy as np
     import xxhash
 
-    from shared.weights import chunk_checksum
+    from shared.weights.frames import chunk_checksum
 
     with socket.create_connection(("127.0.0.1", port)) as s:
         head = b""
@@ -106,10 +106,11 @@ def tcp_pull(port: int, verify: bool = False) -> int:
 
 def grpc_pull(channel, chunk_bytes: int) -> tuple[int, float, float]:
     """The two phases of `pull_weights`: stream + verify (bytes), then load into tensors; (bytes, s, s)."""
-    from shared.weights import _assemble, open_weight_stream, state_dict_from_buffer  # pull_weights' steps, timed apart
+    from shared.weights.pull import assemble, open_weight_stream  # pull_weights' steps, timed apart
+    from shared.weights.safetensors_io import state_dict_from_buffer
 
     t = time.perf_counter()
-    version, blob = _assemble(open_weight_stream(channel, 1, 600, chunk_bytes), 1)
+    version, blob = assemble(open_weight_stream(channel, 1, 600, chunk_bytes), 1)
     streamed = time.perf_counter()
     state_dict_from_buffer(blob)
     assert version == 1

@@ -11,11 +11,13 @@ from __future__ import annotations
 import functools
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -75,6 +77,15 @@ def map_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# grpc method handler factories by (request streaming, response streaming)
+_HANDLER_KINDS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
 class TokenInterceptor(grpc.ServerInterceptor):
     """Refuses calls without `authorization: Bearer <token>` with UNAUTHENTICATED (health exempt)."""
 
@@ -87,15 +98,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
                 "missing or wrong service token: send metadata 'authorization: Bearer <EUREKA_SECURITY__SERVICE_TOKEN>'",
             )
 
-        def deny_stream_in(request_iterator: Any, context: grpc.ServicerContext) -> None:
-            deny(None, context)
-
-        self._deny = {
-            (False, False): grpc.unary_unary_rpc_method_handler(deny),
-            (False, True): grpc.unary_stream_rpc_method_handler(deny),
-            (True, False): grpc.stream_unary_rpc_method_handler(deny_stream_in),
-            (True, True): grpc.stream_stream_rpc_method_handler(deny_stream_in),
-        }
+        self._deny = {kind: make(deny) for kind, make in _HANDLER_KINDS.items()}  # request: a message or an iterator
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
         if self.token is None or handler_call_details.method.startswith(_HEALTH_PREFIX):
@@ -138,13 +141,35 @@ class DecodeInterceptor(grpc.ServerInterceptor):
         else:
             inner = handler.unary_unary or handler.unary_stream
             behaviour = lambda raw, context: inner(parse(raw, context), context)  # noqa: E731
-        make = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[(handler.request_streaming, handler.response_streaming)]
+        make = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
         return make(behaviour, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
+def _serialize(response: Any) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def add_raw_bytes_service(
+    server: grpc.Server,
+    service: ServiceDescriptor,
+    servicer: Any,
+    request_parsers: Mapping[str, Callable[[bytes], Any]] | None = None,
+) -> list[str]:
+    """Register `servicer`'s methods of `service` as the generated `add_*_to_server` does, except that a
+    method may answer (or stream) bytes already serialized, which are sent as they are, and
+    `request_parsers` may replace a method's request parsing (to keep its wire bytes, say)."""
+    parsers = request_parsers or {}
+    handlers = {
+        m.name: _HANDLER_KINDS[(m.client_streaming, m.server_streaming)](
+            getattr(servicer, m.name),
+            request_deserializer=parsers.get(m.name, GetMessageClass(m.input_type).FromString),
+            response_serializer=_serialize,
+        )
+        for m in service.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+    return [service.full_name]
 
 
 def server_options(cfg: GrpcConfig) -> list[tuple[str, int]]:

@@ -2,6 +2,9 @@
 the fields of a large message as views of its bytes or writes a message around bytes it already has (the
 weight stream's chunks, the buffer's PutGroups and SampleGroups).
 
+Field numbers come from the generated descriptors (`number`), never written by hand, so the proto stays
+the only contract (tests/shared/test_wire_numbers.py renumbers the proto and checks every reader and writer).
+
 Strict: a varint longer than 10 bytes or above 64 bits, a field number 0, a group or unknown wire type,
 or a field that runs past the end raises `WireError`.
 """
@@ -9,6 +12,7 @@ or a field that runs past the end raises `WireError`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
@@ -17,6 +21,11 @@ _FIXED_SIZE = {I64: 8, I32: 4}
 
 class WireError(ValueError):
     """Bytes that are not a well-formed protobuf message."""
+
+
+def number(message: Any, name: str) -> int:
+    """The field number of `name` in the generated message class `message`, from its descriptor."""
+    return message.DESCRIPTOR.fields_by_name[name].number
 
 
 def varint(n: int) -> bytes:
@@ -29,14 +38,19 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def len_prefix(number: int, size: int) -> bytes:
+def tag(field_number: int, wire_type: int) -> bytes:
+    """The key that opens a field: its number and wire type as a varint."""
+    return varint(field_number << 3 | wire_type)
+
+
+def len_prefix(field_number: int, size: int) -> bytes:
     """The key and length that open a length-delimited field of `size` bytes."""
-    return varint(number << 3 | LEN) + varint(size)
+    return tag(field_number, LEN) + varint(size)
 
 
-def field(number: int, payload: bytes) -> bytes:
+def field(field_number: int, payload: bytes) -> bytes:
     """A whole length-delimited field."""
-    return len_prefix(number, len(payload)) + payload
+    return len_prefix(field_number, len(payload)) + payload
 
 
 def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:

@@ -17,7 +17,11 @@ from eureka.v1 import buffer_pb2
 
 from shared import wire
 
-_TOKENS_TAG, _LOGPROBS_TAG = 1 << 3 | wire.LEN, 2 << 3 | wire.LEN  # Sample fields 1 and 2, packed
+_PUTS = wire.number(buffer_pb2.PutGroupsRequest, "puts")
+_GROUP = wire.number(buffer_pb2.PutGroupRequest, "group")
+_SAMPLES = wire.number(buffer_pb2.TrajectoryGroup, "samples")
+_TOKENS_TAG = wire.tag(wire.number(buffer_pb2.Sample, "response_token_ids"), wire.LEN)  # packed
+_LOGPROBS_TAG = wire.tag(wire.number(buffer_pb2.Sample, "behaviour_logprobs"), wire.LEN)  # packed
 _MAX_ID_BYTES = 4  # a varint of at most 4 bytes is below 2^28: never negative once read as an int32
 
 
@@ -45,7 +49,7 @@ def read(raw: bytes, req: buffer_pb2.PutGroupsRequest) -> PutWire:
 
 
 def _read(raw: bytes, req: buffer_pb2.PutGroupsRequest) -> PutWire:
-    puts = [v for n, t, v in wire.fields(raw) if n == 1 and t == wire.LEN]
+    puts = [v for n, t, v in wire.fields(raw) if n == _PUTS and t == wire.LEN]
     if len(puts) != len(req.puts):
         return NOT_READ
     groups: list[bytes] = []
@@ -54,19 +58,19 @@ def _read(raw: bytes, req: buffer_pb2.PutGroupsRequest) -> PutWire:
     tokens = 0
     canonical = True  # every sample's arrays sit whole in one packed field each, at its start
     for put_bytes, put in zip(puts, req.puts):
-        group = [v for n, t, v in wire.fields(put_bytes) if n == 1 and t == wire.LEN]  # a group sent in pieces is merged
+        group = [v for n, t, v in wire.fields(put_bytes) if n == _GROUP and t == wire.LEN]  # a group sent in pieces is merged
         if len(group) != 1:
             return NOT_READ
-        samples = [v for n, t, v in wire.fields(group[0]) if n == 6 and t == wire.LEN]
+        samples = [v for n, t, v in wire.fields(group[0]) if n == _SAMPLES and t == wire.LEN]
         if len(samples) != len(put.group.samples):
             return NOT_READ
         groups.append(bytes(group[0]))
         for sample_bytes, sample in zip(samples, put.group.samples):
             ids, logprobs, pos = _EMPTY, _EMPTY, 0
-            if len(sample_bytes) > pos and sample_bytes[pos] == _TOKENS_TAG:
-                ids, pos = _span(sample_bytes, pos + 1)
-            if len(sample_bytes) > pos and sample_bytes[pos] == _LOGPROBS_TAG:
-                logprobs, pos = _span(sample_bytes, pos + 1)
+            if sample_bytes[pos : pos + len(_TOKENS_TAG)] == _TOKENS_TAG:
+                ids, pos = _span(sample_bytes, pos + len(_TOKENS_TAG))
+            if sample_bytes[pos : pos + len(_LOGPROBS_TAG)] == _LOGPROBS_TAG:
+                logprobs, pos = _span(sample_bytes, pos + len(_LOGPROBS_TAG))
             n = len(sample.response_token_ids)
             canonical = canonical and len(sample.behaviour_logprobs) == n and len(logprobs) == 4 * n
             token_spans.append(ids)

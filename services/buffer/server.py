@@ -15,7 +15,14 @@ from services.buffer import put_wire
 from services.buffer.config import BufferConfig
 from services.buffer.core import COUNTERS, Buffer
 from shared import metrics
-from shared.grpc_server import GrpcServer, ServiceError, map_errors, stop_event_on_signals, wait_until_stopped
+from shared.grpc_server import (
+    GrpcServer,
+    ServiceError,
+    add_raw_bytes_service,
+    map_errors,
+    stop_event_on_signals,
+    wait_until_stopped,
+)
 from shared.logs import get_logger, setup_logging
 from shared.malloc import reuse_freed_memory
 
@@ -115,29 +122,15 @@ def start_embedded_redis(cfg: BufferConfig):
                        fsync=cfg.redis.appendfsync, maxmemory_bytes=cfg.redis.maxmemory_bytes, host=url.hostname or "127.0.0.1")
 
 
-def _serialize(response: object) -> bytes:
-    return response if isinstance(response, bytes) else response.SerializeToString()  # type: ignore[attr-defined]
-
-
 def _parse_keeping_wire(raw: bytes) -> tuple[buffer_pb2.PutGroupsRequest, bytes]:
     return buffer_pb2.PutGroupsRequest.FromString(raw), raw
 
 
 def add_buffer_service(server: grpc.Server, servicer: BufferServicer) -> list[str]:
-    """Registers the servicer like the generated helper, except that a handler may answer ready wire bytes
-    and PutGroups gets its request's wire bytes beside the message."""
+    """Registers the servicer; SampleGroups answers ready wire bytes and PutGroups gets its request's wire
+    bytes beside the message."""
     service = buffer_pb2.DESCRIPTOR.services_by_name["BufferService"]
-    handlers = {
-        m.name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, m.name),
-            request_deserializer=_parse_keeping_wire if m.name == "PutGroups" else getattr(buffer_pb2, m.input_type.name).FromString,
-            response_serializer=_serialize,
-        )
-        for m in service.methods
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-    server.add_registered_method_handlers(service.full_name, handlers)
-    return [service.full_name]
+    return add_raw_bytes_service(server, service, servicer, request_parsers={"PutGroups": _parse_keeping_wire})
 
 
 def build_server(cfg: BufferConfig) -> tuple[GrpcServer, Buffer]:

@@ -15,16 +15,9 @@ from hypothesis import strategies as st
 from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel
 from shared.grpc_server import GrpcServer
-from shared.weights import (
-    Published,
-    WeightPullError,
-    WeightStore,
-    add_weight_service,
-    chunk_checksum,
-    iter_chunks,
-    pull_weights,
-    version_digest,
-)
+from shared.weights import WeightPullError, WeightStore, add_weight_service, pull_weights
+from shared.weights.frames import chunk_checksum, version_digest
+from shared.weights.store import Published
 from tests.hostile.conftest import OUTCOMES, count, expect_clear
 from tests.hostile.protogen import messages
 
@@ -78,7 +71,7 @@ def _rechecksum(c: weights_pb2.WeightChunk) -> weights_pb2.WeightChunk:
 @st.composite
 def scripts(draw, good: Published) -> list:
     """The good chunks of `good` with one to three hostile edits."""
-    chunks = list(iter_chunks(good, draw(st.sampled_from([64, 100, 256, 10_000]))))
+    chunks = [weights_pb2.WeightChunk.FromString(f) for f in good.frames_of(draw(st.sampled_from([64, 100, 256, 10_000])))]
     for _ in range(draw(st.integers(1, 3))):
         edit = draw(st.sampled_from(["flip", "checksum", "version", "offset", "drop", "dup", "swap", "nolast", "extra",
                                      "digest", "total", "old", "garbage", "random", "abort", "empty"]))

@@ -14,22 +14,20 @@ from eureka.v1 import weights_pb2, weights_pb2_grpc
 
 from shared.config import GrpcConfig, SecurityConfig
 from shared.grpc_client import create_channel
-from shared.grpc_server import GrpcServer
+from shared.grpc_server import GrpcServer, add_raw_bytes_service
 from shared.weights import (
     DEFAULT_CHUNK_BYTES,
-    Published,
     WeightPullError,
-    WeightServicer,
     WeightStore,
     add_weight_service,
     deserialize_state_dict,
-    iter_chunk_frames,
-    iter_chunks,
-    parse_chunk_frame,
     pull_weights,
     serialize_state_dict,
-    state_dict_from_buffer,
 )
+from shared.weights.frames import parse_chunk_frame
+from shared.weights.safetensors_io import state_dict_from_buffer
+from shared.weights.serve import WEIGHT_SERVICE, WeightServicer
+from shared.weights.store import Published
 
 Tamper = Callable[[Iterator[weights_pb2.WeightChunk]], Iterator[weights_pb2.WeightChunk]]
 
@@ -46,22 +44,22 @@ def _state_dict(seed: int) -> dict[str, torch.Tensor]:
 
 
 class _Tampering(WeightServicer):
-    """The real servicer with a fault applied to its chunk stream (what a broken network or server sends)."""
+    """The real servicer with a fault applied to its chunk stream (what a broken network or server sends):
+    its frames are read as messages, edited, and sent serialized again."""
 
     def __init__(self, store: WeightStore, tamper: Tamper) -> None:
         super().__init__(store)
         self.tamper = tamper
 
     def StreamWeights(self, request, context):  # noqa: N802
-        return self.tamper(super().StreamWeights(request, context))
+        chunks = map(weights_pb2.WeightChunk.FromString, super().StreamWeights(request, context))
+        return (c.SerializeToString() for c in self.tamper(chunks))
 
 
 def _serve(servicer: WeightServicer) -> GrpcServer:
-    def add(server: grpc.Server) -> list[str]:
-        weights_pb2_grpc.add_WeightServiceServicer_to_server(servicer, server)
-        return [weights_pb2.DESCRIPTOR.services_by_name["WeightService"].full_name]
-
-    return GrpcServer(add, host="127.0.0.1", port=0, grpc_cfg=GrpcConfig(grace_s=0), security=SecurityConfig()).start()
+    """`servicer` registered the way `add_weight_service` registers the real one."""
+    return GrpcServer(lambda s: add_raw_bytes_service(s, WEIGHT_SERVICE, servicer), host="127.0.0.1", port=0,
+                      grpc_cfg=GrpcConfig(grace_s=0), security=SecurityConfig()).start()
 
 
 def _channel(server: GrpcServer) -> grpc.Channel:
@@ -92,9 +90,9 @@ def test_a_version_is_kept_as_its_frames_and_sent_as_they_are() -> None:
     blob = serialize_state_dict(sd)
     published = Published.of(7, blob, len(sd))
     assert published.blob == blob and published.total_bytes == len(blob) and len(published.frames) == 3
-    sent = list(iter_chunk_frames(published, DEFAULT_CHUNK_BYTES))
+    sent = list(published.frames_of(DEFAULT_CHUNK_BYTES))
     assert all(a is b for a, b in zip(sent, published.frames, strict=True))  # no copy per stream
-    chunks = [parse_chunk_frame(f) for f in iter_chunk_frames(published, 1 << 20)]  # another size: cut anew
+    chunks = [parse_chunk_frame(f) for f in published.frames_of(1 << 20)]  # another size: cut anew
     assert [c.offset for c in chunks] == list(range(0, len(blob), 1 << 20)) and chunks[-1].last
     assert b"".join(c.data for c in chunks) == blob and {c.digest for c in chunks} == {published.digest}
 
@@ -163,7 +161,7 @@ def _corrupt_whole_blob(chunks: Iterator[weights_pb2.WeightChunk]) -> Iterator[w
     rest = list(chunks)
     blob = b"".join(c.data for c in [first, *rest])
     bad = Published.of(first.policy_version, blob[:-1] + bytes([blob[-1] ^ 1]), 0, digest=first.digest)
-    yield from iter_chunks(bad, len(first.data))
+    yield from map(weights_pb2.WeightChunk.FromString, bad.frames_of(len(first.data)))
 
 
 def _mix_versions(chunks: Iterator[weights_pb2.WeightChunk]) -> Iterator[weights_pb2.WeightChunk]:
@@ -250,17 +248,13 @@ def test_publish_during_a_pull_serves_one_whole_version(store: WeightStore) -> N
         srv.stop(0)
 
 
-def _frames_of(published: Published, chunk_bytes: int) -> list[bytes]:
-    return [c.SerializeToString() for c in iter_chunks(published, chunk_bytes)]
-
-
 def test_parse_chunk_frame_reads_what_protobuf_reads(store: WeightStore) -> None:
     snap = store.snapshot()
     big = weights_pb2.WeightChunk(policy_version=2**64 - 1, offset=2**63, data=b"\x00\xff" * 9, checksum=2**64 - 1,
                                   last=True, total_bytes=18, digest="ab" * 16)
     # an unknown (newer) field of every skippable wire type, before and after the known ones
     unknown = b"\x40\x96\x01" + b"\x49" + bytes(8) + b"\x52\x02hi" + b"\x5d" + bytes(4)
-    frames = [*_frames_of(snap, 100), big.SerializeToString(), unknown + big.SerializeToString() + unknown, b""]
+    frames = [*snap.frames_of(100), big.SerializeToString(), unknown + big.SerializeToString() + unknown, b""]
     for frame in frames:
         want, got = weights_pb2.WeightChunk.FromString(frame), parse_chunk_frame(frame)
         assert (got.policy_version, got.offset, bytes(got.data), got.checksum, got.last, got.total_bytes, got.digest) == (
