@@ -7,6 +7,7 @@ Pure functions, no gRPC or HTTP. `score_item` runs inside a scoring worker proce
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -30,6 +31,8 @@ _LETTER = re.compile(
 _SEPARATED_NUMBER = re.compile(r"^\s*(?:\\?\$|€|£)?\s*[-+]?\d[\d ,.]*(?:\s*(?:\\?\$|€|£))?\s*$")
 _DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[")  # already inline/display LaTeX (an escaped \$ is a dollar sign)
 _GOLD_LETTER = re.compile(r"^\(?([A-Z])\)?\.?$")
+# A plain number in scientific notation ("3e2", "1.5E-3"): LaTeX would read the e as Euler's number.
+_SCIENTIFIC = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d{1,3}\s*$")
 
 _NUMBER_WORDS = {
     w: str(i)
@@ -71,7 +74,10 @@ def extract_answer(response: str, mode: str) -> str | None:
         return last_boxed(response)
     start = response.find(_ANSWER_OPEN)  # str.find, not a lazy regex: linear even on "<answer>" x 10,000
     end = response.find(_ANSWER_CLOSE, start + len(_ANSWER_OPEN)) if start != -1 else -1
-    return response[start + len(_ANSWER_OPEN): end].strip() if end != -1 else None
+    if end == -1:
+        return None
+    answer = response[start + len(_ANSWER_OPEN): end].strip()
+    return (last_boxed(answer) or answer) if _BOXED in answer else answer  # <answer>\boxed{B}</answer> answers B
 
 
 def last_boxed(text: str) -> str | None:
@@ -95,8 +101,9 @@ def last_boxed(text: str) -> str | None:
 def format_score(response: str, mode: str, min_think_chars: int = 300) -> float:
     """1.0 when the response is exactly one `<think>…</think>` then exactly one `<answer>…</answer>`.
 
-    Pretrained mode follows MM-Eureka's pretrain reward: the same shape, and a think section shorter
-    than `min_think_chars` (after stripping) scores 0.
+    Pretrained mode asks what its prompt (`shared.model.prompts.PRETRAINED_TEMPLATE`) asks: the same
+    shape with the final answer in a `\\boxed{}` inside the answer tag; following MM-Eureka's pretrain
+    reward, a think section shorter than `min_think_chars` (after stripping) scores 0.
     """
     for tag in (_THINK_OPEN, _THINK_CLOSE, _ANSWER_OPEN, _ANSWER_CLOSE):
         if response.count(tag) != 1:
@@ -104,7 +111,7 @@ def format_score(response: str, mode: str, min_think_chars: int = 300) -> float:
     m = _FORMAT.fullmatch(response)
     if m is None or not m.group(1).strip() or not m.group(2).strip():
         return 0.0
-    if mode == PRETRAINED and len(m.group(1).strip()) < min_think_chars:
+    if mode == PRETRAINED and (len(m.group(1).strip()) < min_think_chars or last_boxed(m.group(2)) is None):
         return 0.0
     return 1.0
 
@@ -129,6 +136,8 @@ def _has_expr(parsed: list[Any]) -> bool:
 def _latex(text: str) -> str:
     """Wrap a bare answer as inline LaTeX for math-verify (left alone when it has its own delimiters)."""
     text = _NUMBER_WORDS.get(text.strip().lower().rstrip("."), text)
+    if _SCIENTIFIC.match(text):
+        text = format(Decimal(text.strip()).normalize(), "f")  # "3e2" -> "300"
     return text if _DELIMITED.search(text) else f"${text}$"
 
 

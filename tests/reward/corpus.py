@@ -156,7 +156,19 @@ PRETRAINED = [
     Case("<think>short</think><answer>\\boxed{7}</answer>", "7", 1.0, 0.0, mode="pretrained", note="think under 300 chars"),
     Case(f"<think>{LONG_THINK}</think>\\boxed{{7}}", "7", 1.0, 0.0, mode="pretrained", note="no answer tag"),
     Case(f"<think>{LONG_THINK}</think><answer>\\boxed{{8}}</answer>", "7", 0.0, 1.0, mode="pretrained", note="wrong, well formed"),
+    Case(f"<think>{LONG_THINK}</think><answer>7</answer>", "7", 0.0, 0.0, mode="pretrained", note="answer tag without a box"),
+    Case(f"<think>{LONG_THINK}</think><answer>\\boxed{{B}}</answer>", "B", 1.0, 1.0, mode="pretrained", note="boxed letter in the tag"),
 ]
+
+# Held-out cases the small world found: scientific notation, and a box inside the answer tag.
+HELD_OUT = (
+    same("300", "3e2", "3E2", "3.0e2", "+3e+2", note="scientific notation")
+    + same("0.0015", "1.5e-3", note="scientific notation")
+    + differ("300", "3e3", "3e1", note="wrong scientific notation")
+    + same("B", "\\boxed{B}", "\\boxed{(B)}", "\\boxed{B. 12}", note="boxed letter in the answer tag")
+    + differ("B", "\\boxed{C}", "\\boxed{A. 10}", note="wrong boxed letter in the answer tag")
+    + same("12", "\\boxed{12}", note="boxed number in the answer tag")
+)
 
 GOLD_ERRORS = [
     Case(ans("4"), "", 0.0, 0.0, status=GOLD_UNPARSEABLE, note="empty gold"),
@@ -192,5 +204,5 @@ MATH_VERIFY = [
 
 CORPUS: list[Case] = (
     INTEGERS + DECIMALS + FRACTIONS + LATEX + PERCENT_DEGREE_UNITS + SETS_INTERVALS + PLAIN_TEXT_NUMBERS
-    + MULTIPLE_CHOICE + FORMAT + PRETRAINED + GOLD_ERRORS + MATH_VERIFY
+    + MULTIPLE_CHOICE + FORMAT + PRETRAINED + HELD_OUT + GOLD_ERRORS + MATH_VERIFY
 )

@@ -27,11 +27,13 @@ def test_first_answer_tag_counts_in_instruct_mode() -> None:
 
 
 def test_pretrained_format_needs_a_long_think() -> None:
-    short = "<think>" + "x" * 299 + "</think><answer>1</answer>"
-    long = "<think>" + "x" * 300 + "</think><answer>1</answer>"
+    short = "<think>" + "x" * 299 + "</think><answer>\\boxed{1}</answer>"
+    long = "<think>" + "x" * 300 + "</think><answer>\\boxed{1}</answer>"
     assert format_score(short, "pretrained", 300) == 0.0
     assert format_score(long, "pretrained", 300) == 1.0
     assert format_score(short, "instruct", 300) == 1.0
+    assert format_score(long.replace("\\boxed{1}", "1"), "pretrained", 300) == 0.0  # the prompt asks for the box
+    assert format_score(short, "pretrained", 0) == 1.0
 
 
 @pytest.mark.parametrize("reply,letter", [
