@@ -52,7 +52,9 @@ class RecipeConfig(StrictModel):
     max_prompt_tokens: int = Field(3000, ge=1)
     max_response_tokens: int = Field(4096, ge=1)
     freeze_vision: bool = True
-    format_weight: float = Field(0.5, ge=0)
+    format_weight: float | None = Field(
+        None, ge=0, description="total = accuracy + weight x format; unset: the reward service's weight for reward_mode"
+    )
     reward_mode: Literal["instruct", "pretrained"] = "instruct"
 
     @model_validator(mode="after")

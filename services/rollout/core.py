@@ -280,10 +280,11 @@ class Worker:
         start = time.monotonic()
         results: dict[str, reward_pb2.VerifyResult] = {}
         step = self.cfg.reward_batch_items
+        weight = self.cfg.recipe.format_weight  # unset: the reward service's weight for the mode
         for first in range(0, len(items), step):  # one call per batch unless it is above the reward's item cap
-            reply = self.reward.Verify(
-                reward_pb2.VerifyRequest(items=items[first : first + step], format_weight=self.cfg.recipe.format_weight)
-            )
+            reply = self.reward.Verify(reward_pb2.VerifyRequest(
+                items=items[first : first + step], **({} if weight is None else {"format_weight": weight})
+            ))
             results.update((r.item_id, r) for r in reply.results)
         reward_s = time.monotonic() - start
         groups = []
