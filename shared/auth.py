@@ -18,5 +18,12 @@ def bearer_ok(header: str | None, token: SecretStr | None) -> bool:
     return hmac.compare_digest(header[len(BEARER):].encode(), token.get_secret_value().encode())
 
 
+def token_ok(candidate: str | None, token: SecretStr | None) -> bool:
+    """True when no token is configured, or `candidate` (a bare token, e.g. from a URL) is it (constant time)."""
+    if token is None:
+        return True
+    return candidate is not None and hmac.compare_digest(candidate.encode(), token.get_secret_value().encode())
+
+
 def bearer_header(token: SecretStr | None) -> str | None:
     return f"Bearer {token.get_secret_value()}" if token is not None else None

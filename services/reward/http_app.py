@@ -1,7 +1,8 @@
 """HTTP front door (FastAPI): `POST /v1/reward`, OpenRLHF's `POST /get_reward`, `/healthz`, `/readyz`, `/metrics`.
 
 Every error is a 4xx with a sentence (`{"error": ...}`): malformed JSON, wrong types and null fields are
-422, bodies over the cap 413, a missing or wrong bearer token 401, a full queue or a client over its rate
+422, bodies over the cap 413, a missing or wrong bearer token (or `?token=` on
+`/get_reward`) 401, a full queue or a client over its rate
 (`http_rate_per_s`, off by default) 429, a stopping server 503.
 """
 
@@ -18,15 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from services.reward import openrlhf
 from services.reward.config import RewardConfig
 from services.reward.pool import PoolBusy, PoolClosed
 from services.reward.scoring import BadRequest, Item, Scorer
-from shared.auth import bearer_ok
+from shared.auth import bearer_ok, token_ok
 
 M = TypeVar("M", bound=BaseModel)
-
-_ASSISTANT = "<|im_start|>assistant"
-_END_MARKERS = ("<|im_end|>", "<|endoftext|>")
 
 
 class HttpItem(BaseModel):
@@ -42,38 +41,6 @@ class RewardRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     items: list[HttpItem]
     format_weight: float | None = Field(None, ge=0, allow_inf_nan=False)
-
-
-class OpenRLHFRequest(BaseModel):
-    """OpenRLHF's remote reward body; MM-Eureka puts the gold in `labels` (or in `prompts[i]["answer"]`)."""
-
-    model_config = ConfigDict(extra="allow")
-    query: list[StrictStr]
-    prompts: list[Any] | None = None
-    labels: list[StrictStr] | None = None
-
-
-def response_from_query(query: str) -> str:
-    """The response part of a decoded prompt+response: after the last assistant marker, end markers removed."""
-    pos = query.rfind(_ASSISTANT)
-    if pos == -1:
-        return ""
-    response = query[pos + len(_ASSISTANT):]
-    for marker in _END_MARKERS:
-        response = response.replace(marker, "")
-    return response.strip()
-
-
-def _golds(body: OpenRLHFRequest) -> list[str]:
-    if body.labels is not None:
-        golds = body.labels
-    elif body.prompts is not None and all(isinstance(p, dict) and isinstance(p.get("answer"), str) for p in body.prompts):
-        golds = [p["answer"] for p in body.prompts]
-    else:
-        raise BadRequest("send the gold answers as 'labels' (a list of strings, one per query)")
-    if len(golds) != len(body.query):
-        raise BadRequest(f"'query' has {len(body.query)} entries but there are {len(golds)} gold answers; send one per query")
-    return golds
 
 
 def _error(status: int, sentence: str, retry_after: bool = False) -> JSONResponse:
@@ -172,6 +139,11 @@ def create_app(cfg: RewardConfig, scorer: Scorer, is_ready: Callable[[], bool]) 
             metrics.errors.labels(kind="unauthenticated").inc()
             raise _Unauthorized
 
+    def auth_or_url_token(request: Request) -> None:
+        """The bearer header, or `?token=` in the URL (`--remote_rm_url` is all OpenRLHF clients let one set)."""
+        if not token_ok(request.query_params.get("token"), cfg.security.service_token):
+            auth(request)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.errors.labels(kind="invalid").inc()
@@ -179,7 +151,8 @@ def create_app(cfg: RewardConfig, scorer: Scorer, is_ready: Callable[[], bool]) 
 
     @app.exception_handler(_Unauthorized)
     async def _unauth(request: Request, exc: Exception) -> JSONResponse:
-        sentence = "missing or wrong service token: send 'Authorization: Bearer <EUREKA_SECURITY__SERVICE_TOKEN>'"
+        sentence = ("missing or wrong service token: send 'Authorization: Bearer <EUREKA_SECURITY__SERVICE_TOKEN>' "
+                    "(on /get_reward also '?token=<EUREKA_SECURITY__SERVICE_TOKEN>' in the URL)")
         return _error(401, sentence)
 
     @app.exception_handler(BadRequest)
@@ -219,19 +192,14 @@ def create_app(cfg: RewardConfig, scorer: Scorer, is_ready: Callable[[], bool]) 
             for r in results
         ]}
 
-    @app.post("/get_reward", dependencies=[Depends(auth)])
+    @app.post("/get_reward", dependencies=[Depends(auth_or_url_token)])
     async def get_reward(request: Request, mode: Literal["instruct", "pretrained"] | None = Query(None)) -> dict:
-        body = await _parse(request, OpenRLHFRequest)
-        golds = _golds(body)
+        body = await _parse(request, openrlhf.OpenRLHFRequest)
+        golds = openrlhf.golds(body)
         use = mode or cfg.get_reward_mode
-        items = [Item(response_from_query(q), g, use) for q, g in zip(body.query, golds)]
+        items = [Item(openrlhf.response_from_query(q), g, use) for q, g in zip(body.query, golds)]
         results = await run_in_threadpool(scorer.score, items, None, "get_reward")
-        return {
-            "rewards": [r.total for r in results],
-            "accuracy_rewards": [r.accuracy for r in results],
-            "format_rewards": [r.format for r in results],
-            "statuses": [r.status.value for r in results],
-        }
+        return openrlhf.reply(results)
 
     return RateLimit(BodyLimit(app, cfg.max_http_body_bytes), cfg.http_rate_per_s, cfg.http_rate_burst)
 

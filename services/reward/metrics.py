@@ -17,6 +17,7 @@ class RewardMetrics:
     latency: Histogram
     timeouts: Counter
     errors: Counter
+    empty_gold_requests: Counter
     worker_restarts: Counter
     accuracy_mean: Gauge
     format_mean: Gauge
@@ -34,6 +35,8 @@ def reward_metrics() -> RewardMetrics:
         latency=histogram("eureka_reward_request_latency_seconds", "time to answer one request", ["door"]),
         timeouts=counter("eureka_reward_timeouts_total", "items whose verification hit the per-item timeout"),
         errors=counter("eureka_reward_errors_total", "refused requests and failed items, by kind", ["kind"]),
+        empty_gold_requests=counter("eureka_reward_empty_gold_requests_total",
+                                    "requests in which every gold answer was empty (no labels sent?)", ["door"]),
         worker_restarts=counter("eureka_reward_worker_restarts_total", "scoring worker processes killed and replaced"),
         accuracy_mean=gauge("eureka_reward_accuracy_mean", "mean accuracy of the last request's OK items"),
         format_mean=gauge("eureka_reward_format_mean", "mean format score of the last request's OK items"),

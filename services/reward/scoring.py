@@ -14,7 +14,10 @@ from services.reward.config import RewardConfig
 from services.reward.core import INSTRUCT, PRETRAINED, ItemInput, ItemScore, Status
 from services.reward.metrics import reward_metrics
 from services.reward.pool import PoolBusy, PoolClosed, WorkerPool
+from shared.logs import get_logger
 from shared.reflection import reflection_rate
+
+log = get_logger("reward.scoring")
 
 MODES = (INSTRUCT, PRETRAINED)
 
@@ -82,7 +85,7 @@ class Scorer:
         """Score a batch; counts the request, its outcome and latency under `door` (grpc, http, get_reward)."""
         start, outcome = time.perf_counter(), "ok"
         try:
-            return self._score(items, format_weight)
+            return self._score(items, format_weight, door)
         except BadRequest:
             outcome = "invalid"
             raise
@@ -98,8 +101,13 @@ class Scorer:
             if outcome != "ok":
                 self.metrics.errors.labels(kind=outcome).inc()
 
-    def _score(self, items: list[Item], format_weight: float | None) -> list[Result]:
+    def _score(self, items: list[Item], format_weight: float | None, door: str) -> list[Result]:
         self.check(items, format_weight)
+        if all(not item.gold.strip() for item in items):
+            self.metrics.empty_gold_requests.labels(door=door).inc()
+            log.warning("every gold answer of the request is empty: all its items score 0; send the golds "
+                        "(OpenRLHF: set --label_key, or --data.label_key, to the answer field)",
+                        door=door, items=len(items))
         capped = [self._cap(item) for item in items]
         to_score: list[ItemInput] = [it for it, c in zip(items, capped) if c is None]
         scored = iter(self.pool.score(to_score) if to_score else [])

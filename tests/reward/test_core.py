@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.reward.core import answer_letter, extract_answer, format_score, gold_letter, last_boxed
-from services.reward.http_app import response_from_query
+from services.reward.openrlhf import response_from_query
 
 
 @pytest.mark.parametrize("text,expected", [

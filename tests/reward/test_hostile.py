@@ -115,7 +115,7 @@ def test_bad_http_bodies_get_422_with_a_sentence(reward_server, body) -> None:
 
 @pytest.mark.parametrize("body", [
     {"query": None, "labels": ["1"]},
-    {"query": ["<|im_start|>assistant\n1"], "labels": [1]},
+    {"query": ["<|im_start|>assistant\n1"], "prompts": ["a prompt with no answer"]},
     {"query": ["<|im_start|>assistant\n1", "x"], "labels": ["1"]},
     {"query": ["<|im_start|>assistant\n1"]},
 ])
