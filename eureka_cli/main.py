@@ -25,11 +25,13 @@ def _load(ref: str) -> Any:
 def _add_settings_flags(parser: argparse.ArgumentParser, settings_ref: str) -> None:
     from shared.config import flatten_fields
 
-    for path, info in flatten_fields(_load(settings_ref)):
-        flag = "--" + path.replace("_", "-")
+    settings = _load(settings_ref)
+    old_names = {new: old for old, new in settings.renamed.items()}
+    for path, info in flatten_fields(settings):
+        flags = ["--" + name.replace("_", "-") for name in (path, old_names.get(path)) if name]
         is_bool = info.annotation is bool
         parser.add_argument(
-            flag,
+            *flags,
             dest=path,
             default=argparse.SUPPRESS,
             nargs="?" if is_bool else None,

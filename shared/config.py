@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextvars
 import json
+import os
+import warnings
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -94,9 +96,21 @@ class GrpcConfig(StrictModel):
 
 
 class EurekaSettings(BaseSettings):
-    """Base of every entry point's settings: env prefix `EUREKA_`, nested with `__`, YAML section."""
+    """Base of every entry point's settings: env prefix `EUREKA_`, nested with `__`, YAML section.
+
+    `renamed` maps a setting's old (deprecated) name to its name now: the old name is still read as a
+    flag, a variable and a YAML key, with a FutureWarning; when both are given, the new one wins."""
 
     model_config = SettingsConfigDict(env_prefix="EUREKA_", env_nested_delimiter="__", extra="forbid")
+    renamed: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**_read_renamed(type(self), values))  # keyword arguments (flags) above every source
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_in_sources(cls, data: Any) -> Any:
+        return _read_renamed(cls, data) if isinstance(data, dict) else data  # what is left: YAML keys
 
     @classmethod
     def settings_customise_sources(
@@ -107,7 +121,38 @@ class EurekaSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSectionSource(settings_cls))
+        return (init_settings, env_settings, _RenamedEnvSource(settings_cls), _YamlSectionSource(settings_cls))
+
+
+def _read_renamed(cls: type[EurekaSettings], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with each old name of `cls.renamed` read as its new name (the new one wins when both are set)."""
+    for old, new in cls.renamed.items():
+        if old in values:
+            _warn_renamed(old, new)
+            value = values.pop(old)
+            values.setdefault(new, value)
+    return values
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    warnings.warn(f"setting {old!r} is deprecated and will be removed; use {new!r}", FutureWarning, stacklevel=2)
+
+
+class _RenamedEnvSource(PydanticBaseSettingsSource):
+    """`EUREKA_<OLD NAME>` of each renamed setting, read as its new name (below the new variable, above YAML)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        renamed: dict[str, str] = getattr(self.settings_cls, "renamed", {})
+        out: dict[str, Any] = {}
+        for old, new in renamed.items():
+            value = os.environ.get(f"EUREKA_{old.upper()}")
+            if value is not None:
+                _warn_renamed(f"EUREKA_{old.upper()}", f"EUREKA_{new.upper()}")
+                out[new] = value
+        return out
 
 
 class _YamlSectionSource(PydanticBaseSettingsSource):

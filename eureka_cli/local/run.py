@@ -120,8 +120,8 @@ def start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str,
         p[f"rollout{i}"], p[f"m_rollout{i}"] = free_port(), free_port()
         sup.start(f"rollout{i}", eureka_argv(
             "rollout", "serve", "--port", str(p[f"rollout{i}"]), "--metrics-port", str(p[f"m_rollout{i}"]),
-            "--buffer-addr", f"127.0.0.1:{p['buffer']}", "--reward-addr", f"127.0.0.1:{p['reward']}",
-            "--learner-addr", f"127.0.0.1:{p['weights']}", "--model-path", str(base), "--worker-id", f"rollout{i}",
+            "--buffer-address", f"127.0.0.1:{p['buffer']}", "--reward-address", f"127.0.0.1:{p['reward']}",
+            "--learner-address", f"127.0.0.1:{p['weights']}", "--model-path", str(base), "--worker-id", f"rollout{i}",
             "--mode", cfg.mode, "--cpu-threads", "1", "--seed", str(cfg.seed + i), *recipe), env)
     security = SecurityConfig(service_token=token)
     for name in ("reward", "buffer", "weights", *(f"rollout{i}" for i in range(cfg.rollout_workers))):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
 from shared.config import ServiceSettings
@@ -10,7 +12,8 @@ from shared.config import ServiceSettings
 class AutoscalerConfig(ServiceSettings):
     """Where to read the backlog, which Deployment to scale, and the scaling policy."""
 
-    buffer_addr: str = Field("127.0.0.1:50052", description="buffer gRPC address (GetStats)")
+    renamed: ClassVar[dict[str, str]] = {"buffer_addr": "buffer_address"}
+    buffer_address: str = Field("127.0.0.1:50052", description="buffer gRPC address (GetStats)")
     namespace: str = Field("default", description="namespace of the rollout Deployment")
     deployment: str = Field("eureka-rollout", description="name of the rollout Deployment to scale")
     kube_api_url: str | None = Field(

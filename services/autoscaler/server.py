@@ -65,7 +65,7 @@ def main(settings: AutoscalerConfig) -> int:
     serve_metrics(settings.metrics_port, settings.host)
     stop = stop_event_on_signals()
     kube = ScaleClient(settings.namespace, settings.deployment, settings.kube_api_url)
-    stub = buffer_pb2_grpc.BufferServiceStub(create_channel(settings.buffer_addr, settings.grpc, settings.security))
+    stub = buffer_pb2_grpc.BufferServiceStub(create_channel(settings.buffer_address, settings.grpc, settings.security))
     scaler = Autoscaler(policy_of(settings))
     log.info("autoscaler started", deployment=settings.deployment, namespace=settings.namespace,
              min_replicas=settings.min_replicas, max_replicas=settings.max_replicas)
@@ -74,7 +74,7 @@ def main(settings: AutoscalerConfig) -> int:
             step(scaler, kube, observe(stub), time.monotonic())
         except grpc.RpcError as e:
             _ERRORS.labels("buffer").inc()
-            log.warning("buffer stats unavailable, no change", code=e.code().name, buffer_addr=settings.buffer_addr)
+            log.warning("buffer stats unavailable, no change", code=e.code().name, buffer_address=settings.buffer_address)
         except ScaleError as e:
             _ERRORS.labels("kubernetes").inc()
             log.warning("scale call failed, no change", error=str(e))

@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import redis
-from redis.commands.core import Script
 from eureka.v1 import buffer_pb2, common_pb2
 
 from services.buffer import scripts, validate
 from services.buffer.config import BufferConfig
 from services.buffer.put_wire import NOT_READ, PutWire
+from services.buffer.redis_io import Keys, make_client, pipelined, redis_errors
 from services.buffer.sampled import Sampled
-from shared.grpc_server import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    ResourceExhausted,
-    Unavailable,
-)
+from services.buffer.scripts import EnqueueStatus, PutStatus
+from shared.grpc_server import DeadlineExceeded, FailedPrecondition, ResourceExhausted
 from shared.logs import get_logger
 
 log = get_logger("buffer")
@@ -40,50 +34,6 @@ COUNTERS = (
     "groups_stale_total",
     "groups_acked_total",
 )
-T = TypeVar("T")
-
-
-class Keys:
-    """Every Redis key the buffer owns, under one prefix."""
-
-    def __init__(self, prefix: str) -> None:
-        self.cursor = prefix + "cursor"  # string: next dataset position the learner enqueues
-        self.prompts = prefix + "prompts"  # stream, group `rollout`: queued + claimed prompts
-        self.attempts = prefix + "prompts:attempts"  # hash claim_id -> deliveries so far
-        self.releases = prefix + "prompts:releases"  # hash claim_id -> graceful releases so far
-        self.released = prefix + "prompts:released"  # set: claims released, not yet handed out again
-        self.dead = prefix + "prompts:dead"  # stream: dead-lettered prompts
-        self.groups = prefix + "groups"  # stream, group `learner`: trajectory groups
-        self.group_ids = prefix + "groups:ids"  # hash group_id -> entry id (idempotency of put)
-        self.dropped = prefix + "groups:dropped"  # hash entry id -> why it was dropped (filtered / stale counter)
-        self.returned = prefix + "groups:returned"  # hash consumer -> last entry id SampleGroups returned
-        self.stats = prefix + "stats"  # hash: the counters of COUNTERS
-
-
-def _redis_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Redis trouble becomes UNAVAILABLE (retryable) or RESOURCE_EXHAUSTED (out of memory)."""
-
-    def wrapper(self: "Buffer", *args, **kwargs) -> T:
-        for attempt in (1, 2):
-            try:
-                return fn(self, *args, **kwargs)
-            except redis.ResponseError as e:
-                text = str(e)
-                if "NOGROUP" in text and attempt == 1:  # Redis came back empty: recreate and retry once
-                    self.ensure_groups()
-                    continue
-                if text.startswith("OOM") or "OOM command not allowed" in text:
-                    raise ResourceExhausted(
-                        "Redis is out of memory (maxmemory reached); the learner must sample and ack groups first"
-                    ) from e
-                raise
-            except (redis.ConnectionError, redis.TimeoutError) as e:
-                raise Unavailable(f"Redis is unreachable ({type(e).__name__}); retry shortly") from e
-        raise AssertionError("unreachable")
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
 
 
 class Buffer:
@@ -114,32 +64,32 @@ class Buffer:
 
     # ---- prompts ----
 
-    @_redis_errors
+    @redis_errors
     def enqueue_prompts(self, req: buffer_pb2.EnqueuePromptsRequest) -> buffer_pb2.EnqueuePromptsResponse:
         payloads = validate.enqueue(req, self.cfg)
         args: list[object] = [req.cursor_start, req.cursor_end, self.cfg.max_backlog]
         for p, blob in zip(req.prompts, payloads, strict=True):
             args += [p.prompt_id, blob]
         status, cursor, backlog, n = self._enqueue(keys=[self.keys.cursor, self.keys.prompts], args=args)
-        if status == 2:
+        if status == EnqueueStatus.CURSOR_MISMATCH:
             raise FailedPrecondition(
                 f"cursor_start is {req.cursor_start} but the stored cursor is {cursor}; "
                 "enqueue from the stored cursor (GetCursor) so no prompt is skipped or repeated"
             )
-        if status == 3:
+        if status == EnqueueStatus.BACKLOG_FULL:
             raise ResourceExhausted(
                 f"the prompt backlog is {backlog} and {len(req.prompts)} more would pass max_backlog "
                 f"{self.cfg.max_backlog}; enqueue at most {self.cfg.max_backlog - backlog} now"
             )
-        if status == 0:
+        if status == EnqueueStatus.OK:
             log.info("prompts enqueued", n=n, cursor=cursor, backlog=backlog)
-        return buffer_pb2.EnqueuePromptsResponse(enqueued=n, duplicate=status == 1, cursor=cursor, backlog=backlog)
+        return buffer_pb2.EnqueuePromptsResponse(enqueued=n, duplicate=status == EnqueueStatus.DUPLICATE, cursor=cursor, backlog=backlog)
 
-    @_redis_errors
+    @redis_errors
     def get_cursor(self) -> int:
         return int(self.r.get(self.keys.cursor) or 0)
 
-    @_redis_errors
+    @redis_errors
     def claim_prompts(self, req: buffer_pb2.ClaimPromptsRequest) -> buffer_pb2.ClaimPromptsResponse:
         validate.name(req.worker_id, "worker_id")
         validate.count(req.max_prompts, "max_prompts", self.cfg)
@@ -168,7 +118,7 @@ class Buffer:
             log.info("prompts claimed", worker_id=req.worker_id, n=len(claimed))
         return out
 
-    @_redis_errors
+    @redis_errors
     def release_prompts(self, req: buffer_pb2.ReleasePromptsRequest) -> int:
         validate.name(req.worker_id, "worker_id")
         validate.entry_ids(req.claim_ids, "claim_ids", self.cfg)
@@ -187,7 +137,7 @@ class Buffer:
             raise FailedPrecondition(result.rejected)
         return buffer_pb2.PutGroupResponse(entry_id=result.entry_id, duplicate=result.duplicate)
 
-    @_redis_errors
+    @redis_errors
     def put_groups(self, req: buffer_pb2.PutGroupsRequest, received: PutWire = NOT_READ) -> buffer_pb2.PutGroupsResponse:
         """Validates every put, then runs the PUT script once per group in one pipelined round trip.
 
@@ -206,31 +156,15 @@ class Buffer:
             calls.append([*keys, g.group_id, blob, p.claim_id, PROMPTS_GROUP, g.prompt_id,
                           g.policy_version, repr(sum(s.accuracy for s in g.samples) / len(g.samples)), g.attempt])
         out = buffer_pb2.PutGroupsResponse()
-        for p, (entry_id, status) in zip(req.puts, self._pipelined(self._put, len(keys), calls), strict=True):
-            out.results.add(entry_id=_s(entry_id) if status < 2 else "", duplicate=status == 1,
-                            rejected=_rejection(p, _s(entry_id), status))
+        for p, (entry_id, status) in zip(req.puts, pipelined(self.r, self._put, len(keys), calls), strict=True):
+            stored = status in (PutStatus.STORED, PutStatus.DUPLICATE)
+            out.results.add(entry_id=_s(entry_id) if stored else "", duplicate=status == PutStatus.DUPLICATE,
+                            rejected=_rejection(p, _s(entry_id), PutStatus(status)))
         log.info("groups put", worker_id=req.puts[0].worker_id, n=len(req.puts),
                  group_ids=",".join(p.group.group_id for p in req.puts),
                  duplicates=sum(r.duplicate for r in out.results), rejected=sum(bool(r.rejected) for r in out.results),
                  policy_version=req.puts[0].group.policy_version)
         return out
-
-    def _pipelined(self, script: Script, num_keys: int, calls: list[list]) -> list:
-        """Runs `script` once per call in one round trip (EVALSHA; redis-py's pipelined scripts would first ask
-        SCRIPT EXISTS, a second round trip). A Redis restarted with an empty script cache answers NOSCRIPT to
-        every call alike, so loading the script and running the pipeline again is safe."""
-
-        def run() -> list:
-            pipe = self.r.pipeline(transaction=False)
-            for call in calls:
-                pipe.evalsha(script.sha, num_keys, *call)
-            return pipe.execute()
-
-        try:
-            return run()
-        except redis.exceptions.NoScriptError:
-            self.r.script_load(script.script)
-            return run()
 
     def _check_memory(self) -> None:
         """Refuses puts when Redis used_memory is above the watermark of maxmemory (checked at most once a second)."""
@@ -252,7 +186,7 @@ class Buffer:
         """`sample` as a parsed message (in-process callers and tests)."""
         return self.sample(req).message()
 
-    @_redis_errors
+    @redis_errors
     def sample(self, req: buffer_pb2.SampleGroupsRequest) -> Sampled:
         """Exactly `num_groups` kept groups in stream order, or DeadlineExceeded after `wait_ms`."""
         validate.sample(req, self.cfg)
@@ -279,7 +213,7 @@ class Buffer:
                 entries = got[0][1] if got else []
                 if not entries:
                     break
-            self._sort(entries, req, out)
+            self._keep_or_drop(entries, req, out)
         if len(out.kept) < req.num_groups:
             raise DeadlineExceeded(
                 f"only {len(out.kept)} of {req.num_groups} groups were ready within wait_ms={req.wait_ms}; "
@@ -288,8 +222,9 @@ class Buffer:
         self.r.hset(k.returned, req.consumer, out.kept[-1][0])
         return out
 
-    def _sort(self, entries: list, req: buffer_pb2.SampleGroupsRequest, out: Sampled) -> None:
-        """Keeps fresh groups inside the filter; acks, counts and reports the others."""
+    def _keep_or_drop(self, entries: list, req: buffer_pb2.SampleGroupsRequest, out: Sampled) -> None:
+        """Keeps fresh groups inside the filter in `out.kept`; acks, counts and reports the others (stale or
+        filtered) in `out.stale` / `out.filtered`."""
         filtered: list[str] = []
         stale: list[str] = []
         for raw_id, fields in entries:
@@ -312,7 +247,7 @@ class Buffer:
                 log.info("groups dropped", reason=counter.split("_")[1], n=len(ids), consumer=req.consumer,
                          policy_version=req.policy_version)
 
-    @_redis_errors
+    @redis_errors
     def ack_groups(self, req: buffer_pb2.AckGroupsRequest) -> int:
         validate.name(req.consumer, "consumer")
         validate.entry_ids(req.entry_ids, "entry_ids", self.cfg)
@@ -322,7 +257,7 @@ class Buffer:
 
     # ---- stats ----
 
-    @_redis_errors
+    @redis_errors
     def stats(self) -> buffer_pb2.BufferStats:
         k = self.keys
         pipe = self.r.pipeline(transaction=True)  # one consistent snapshot
@@ -348,27 +283,15 @@ class Buffer:
         )
 
 
-def make_client(cfg: BufferConfig) -> redis.Redis:
-    """A pooled client; the socket timeout covers the longest blocking read a call may ask for."""
-    password = cfg.redis.password.get_secret_value() if cfg.redis.password else None
-    return redis.Redis.from_url(
-        cfg.redis.url,
-        password=password,
-        socket_timeout=cfg.redis.socket_timeout_s + cfg.max_wait_ms / 1000,
-        socket_connect_timeout=cfg.redis.socket_timeout_s,
-        health_check_interval=30,
-    )
-
-
-def _rejection(p: buffer_pb2.PutGroupRequest, detail: str, status: int) -> str:
-    """Why the PUT script did not store a group (status 2-4), as a sentence; empty when it did (0, 1)."""
+def _rejection(p: buffer_pb2.PutGroupRequest, detail: str, status: PutStatus) -> str:
+    """Why the PUT script did not store a group, as a sentence; empty when it did (stored or a duplicate)."""
     g = p.group
-    if status == 2:
+    if status == PutStatus.CLAIM_NOT_PENDING:
         return (f"claim {p.claim_id} is no longer pending (its prompt was completed by another attempt or "
                 f"dead-lettered); group {g.group_id!r} was not stored")
-    if status == 3:
+    if status == PutStatus.WRONG_PROMPT:
         return f"claim {p.claim_id} is for prompt {detail!r}, not {g.prompt_id!r}; put the group with its own claim_id"
-    if status == 4:
+    if status == PutStatus.ATTEMPT_TOO_HIGH:
         return (f"group.attempt is {g.attempt} but claim {p.claim_id} was delivered {detail} time(s); "
                 "use the attempt that ClaimPrompts returned")
     return ""

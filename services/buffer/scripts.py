@@ -2,25 +2,51 @@
 
 A script either applies all its writes or none (Redis runs it alone and logs it to the AOF as one
 transaction), so a buffer killed mid-call never leaves a group put without its prompt acked.
+The status codes scripts return are the IntEnums below; each script starts with them as Lua locals.
 """
 
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class EnqueueStatus(IntEnum):
+    OK = 0
+    DUPLICATE = 1  # the cursor is already past this call's range: a retried call
+    CURSOR_MISMATCH = 2
+    BACKLOG_FULL = 3
+
+
+class PutStatus(IntEnum):
+    STORED = 0
+    DUPLICATE = 1  # same group_id as an earlier put: its entry id is returned
+    CLAIM_NOT_PENDING = 2  # the claim was completed by another attempt or dead-lettered
+    WRONG_PROMPT = 3  # the claim is for another prompt (entry_id = its prompt id)
+    ATTEMPT_TOO_HIGH = 4  # attempt above the claim's deliveries (entry_id = deliveries)
+
+
+def _with_statuses(status: type[IntEnum], body: str) -> str:
+    """`body` preceded by one Lua local per status (`local DUPLICATE = 1`)."""
+    return "".join(f"local {m.name} = {m.value}\n" for m in status) + body
+
+
 # KEYS: cursor, prompts stream. ARGV: cursor_start, cursor_end, max_backlog, prompt_id, payload, ...
-# Returns {status, cursor, backlog, enqueued}; status 0 ok, 1 duplicate, 2 cursor mismatch, 3 backlog full.
-ENQUEUE = """
+# Returns {EnqueueStatus, cursor, backlog, enqueued}.
+ENQUEUE = _with_statuses(EnqueueStatus, """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local backlog = redis.call('XLEN', KEYS[2])
 local s = tonumber(ARGV[1])
 local e = tonumber(ARGV[2])
-if cur >= e then return {1, cur, backlog, 0} end
-if cur ~= s then return {2, cur, backlog, 0} end
+if cur >= e then return {DUPLICATE, cur, backlog, 0} end
+if cur ~= s then return {CURSOR_MISMATCH, cur, backlog, 0} end
 local n = (#ARGV - 3) / 2
-if backlog + n > tonumber(ARGV[3]) then return {3, cur, backlog, 0} end
+if backlog + n > tonumber(ARGV[3]) then return {BACKLOG_FULL, cur, backlog, 0} end
 for i = 4, #ARGV, 2 do
   redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'p', ARGV[i + 1])
 end
 redis.call('SET', KEYS[1], ARGV[2])
-return {0, e, backlog + n, n}
-"""
+return {OK, e, backlog + n, n}
+""")
 
 # KEYS: prompts, attempts hash, releases hash, released set, dead stream, stats hash.
 # ARGV: group, consumer, min_idle_ms, count, max_attempts.
@@ -82,21 +108,19 @@ return n
 
 # KEYS: groups stream, group ids hash, prompts stream, attempts hash, releases hash, released set, stats.
 # ARGV: group_id, payload, claim_id, prompts group, prompt_id, policy_version, mean accuracy, attempt.
-# Returns {entry_id, status}: 0 stored, 1 duplicate (same entry id as the first put),
-# 2 claim not pending (completed or dead-lettered), 3 claim belongs to another prompt (entry_id = its prompt id),
-# 4 attempt above the claim's deliveries (entry_id = deliveries).
-PUT = """
+# Returns {entry_id, PutStatus}.
+PUT = _with_statuses(PutStatus, """
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
 if existing then
   redis.call('HINCRBY', KEYS[7], 'groups_duplicate_total', 1)
-  return {existing, 1}
+  return {existing, DUPLICATE}
 end
 local claim = ARGV[3]
-if #redis.call('XPENDING', KEYS[3], ARGV[4], claim, claim, 1) == 0 then return {'', 2} end
+if #redis.call('XPENDING', KEYS[3], ARGV[4], claim, claim, 1) == 0 then return {'', CLAIM_NOT_PENDING} end
 local entry = redis.call('XRANGE', KEYS[3], claim, claim)
-if #entry == 1 and entry[1][2][2] ~= ARGV[5] then return {entry[1][2][2], 3} end
+if #entry == 1 and entry[1][2][2] ~= ARGV[5] then return {entry[1][2][2], WRONG_PROMPT} end
 local delivered = tonumber(redis.call('HGET', KEYS[4], claim) or '0')
-if tonumber(ARGV[8]) > delivered then return {tostring(delivered), 4} end
+if tonumber(ARGV[8]) > delivered then return {tostring(delivered), ATTEMPT_TOO_HIGH} end
 local id = redis.call('XADD', KEYS[1], '*', 'g', ARGV[2], 'v', ARGV[6], 'a', ARGV[7])
 redis.call('HSET', KEYS[2], ARGV[1], id)
 redis.call('XACK', KEYS[3], ARGV[4], claim)
@@ -105,8 +129,8 @@ redis.call('HDEL', KEYS[4], claim)
 redis.call('HDEL', KEYS[5], claim)
 redis.call('SREM', KEYS[6], claim)
 redis.call('HINCRBY', KEYS[7], 'groups_put_total', 1)
-return {id, 0}
-"""
+return {id, STORED}
+""")
 
 # KEYS: groups stream, stats[, dropped hash]. ARGV: group, counter field, entry_id, ...
 # Acks and deletes entries (learner ack, or a drop by the filter / staleness bound) and counts them;

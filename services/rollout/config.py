@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -21,11 +21,14 @@ class VllmConfig(StrictModel):
 class RolloutConfig(ServiceSettings):
     """One rollout worker: claim prompts, serve the newest weights, generate, score, put groups."""
 
+    renamed: ClassVar[dict[str, str]] = {
+        "buffer_addr": "buffer_address", "reward_addr": "reward_address", "learner_addr": "learner_address",
+    }
     port: int = Field(50054, ge=0, le=65535, description="status gRPC port (RolloutService + health); 0 = any")
     metrics_port: int = Field(9103, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
-    buffer_addr: str = Field("127.0.0.1:50052", description="buffer service host:port")
-    reward_addr: str = Field("127.0.0.1:50051", description="reward service host:port")
-    learner_addr: str = Field("127.0.0.1:50053", description="learner weight stream (WeightService) host:port")
+    buffer_address: str = Field("127.0.0.1:50052", description="buffer service host:port")
+    reward_address: str = Field("127.0.0.1:50051", description="reward service host:port")
+    learner_address: str = Field("127.0.0.1:50053", description="learner weight stream (WeightService) host:port")
     model_path: Path | None = Field(
         None, description="checkpoint giving architecture and tokenizer (default: the tiny base in the cache)"
     )
@@ -43,7 +46,12 @@ class RolloutConfig(ServiceSettings):
         1024, ge=1, description="most samples per Verify call (the reward service's max_batch_items)"
     )
     weight_pull_timeout_s: float = Field(120.0, gt=0, description="deadline of one weight pull")
-    weight_retry_s: float = Field(1.0, gt=0, description="pause before retrying a failed first pull or sync wait")
+    weight_retry_s: float = Field(
+        1.0, gt=0, description="pause before retrying a failed first pull, and between sync-mode waits for a version"
+    )
+    rpc_backoff_s: float = Field(
+        1.0, gt=0, description="pause after a failed ClaimPrompts, Verify or PutGroups call (the batch is released)"
+    )
     drain_timeout_s: float = Field(
         60.0, ge=0, description="on SIGTERM, time to finish the current batch before releasing it"
     )

@@ -351,4 +351,4 @@ class Worker:
     def _backoff(self, stage: str, error: grpc.RpcError) -> None:
         metrics.BATCH_ERRORS.labels(stage).inc()
         log.warning("rpc failed, backing off", stage=stage, code=error.code().name, detail=error.details())
-        self.stop.wait(self.cfg.weight_retry_s)
+        self.stop.wait(self.cfg.rpc_backoff_s)

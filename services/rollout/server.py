@@ -65,7 +65,7 @@ def build_worker(cfg: RolloutConfig) -> Worker:
 
         model_path = ensure_base_model()
     backend = make_backend(cfg, str(model_path))
-    channels = [create_channel(t, cfg.grpc, cfg.security) for t in (cfg.buffer_addr, cfg.reward_addr, cfg.learner_addr)]
+    channels = [create_channel(t, cfg.grpc, cfg.security) for t in (cfg.buffer_address, cfg.reward_address, cfg.learner_address)]
     worker_id = cfg.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     return Worker(cfg, backend, *channels, worker_id=worker_id)
 

@@ -32,7 +32,7 @@ def test_autoscaler_scales_rollout_from_the_real_buffer_backlog(redis_server: Re
         buffer_pb2_grpc.BufferServiceStub(channel).EnqueuePrompts(
             buffer_pb2.EnqueuePromptsRequest(prompts=prompts, cursor_start=0, cursor_end=45))
         scaler = start_eureka(["autoscaler", "run"], {
-            "EUREKA_SECURITY__SERVICE_TOKEN": TOKEN, "EUREKA_BUFFER_ADDR": f"127.0.0.1:{port}",
+            "EUREKA_SECURITY__SERVICE_TOKEN": TOKEN, "EUREKA_BUFFER_ADDRESS": f"127.0.0.1:{port}",
             "EUREKA_KUBE_API_URL": api.url, "EUREKA_NAMESPACE": "eureka", "EUREKA_DEPLOYMENT": "eureka-rollout",
             "EUREKA_TARGET_BACKLOG_PER_REPLICA": "10", "EUREKA_MAX_STEP_UP": "2", "EUREKA_INTERVAL_S": "0.2",
             "EUREKA_COOLDOWN_S": "0", "EUREKA_MAX_REPLICAS": "8"}, tmp_path / "autoscaler.log")

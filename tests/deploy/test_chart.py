@@ -98,9 +98,9 @@ def test_grpc_probes_use_each_servers_port() -> None:
 def test_service_wiring_points_at_the_services() -> None:
     docs = rendered()
     rollout = env_of(pod_spec(one(docs, "Deployment", "eureka-rollout"))["containers"][0])
-    assert rollout["EUREKA_BUFFER_ADDR"] == "eureka-buffer:50052"
-    assert rollout["EUREKA_REWARD_ADDR"] == "eureka-reward:50051"
-    assert rollout["EUREKA_LEARNER_ADDR"] == "eureka-learner:50053"
+    assert rollout["EUREKA_BUFFER_ADDRESS"] == "eureka-buffer:50052"
+    assert rollout["EUREKA_REWARD_ADDRESS"] == "eureka-reward:50051"
+    assert rollout["EUREKA_LEARNER_ADDRESS"] == "eureka-learner:50053"
     assert rollout["EUREKA_WORKER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     buffer = env_of(pod_spec(one(docs, "Deployment", "eureka-buffer"))["containers"][0])
     assert buffer["EUREKA_REDIS__URL"] == "redis://eureka-redis:6379/0"
@@ -219,7 +219,7 @@ def test_builtin_autoscaler_rbac_is_exactly_get_patch_on_rollout_scale() -> None
     c = spec["containers"][0]
     assert c["args"] == ["autoscaler", "run"]
     env = env_of(c)
-    assert env["EUREKA_DEPLOYMENT"] == "eureka-rollout" and env["EUREKA_BUFFER_ADDR"] == "eureka-buffer:50052"
+    assert env["EUREKA_DEPLOYMENT"] == "eureka-rollout" and env["EUREKA_BUFFER_ADDRESS"] == "eureka-buffer:50052"
     assert (env["EUREKA_MIN_REPLICAS"], env["EUREKA_MAX_REPLICAS"], env["EUREKA_COOLDOWN_S"]) == ("1", "6", "30")
     # Only the autoscaler gets an API token; the pipeline pods get none.
     for d in find(docs, "Deployment") + find(docs, "StatefulSet"):

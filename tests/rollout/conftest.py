@@ -118,8 +118,8 @@ class Stack:
 
     def worker_args(self, status_port: int, worker_id: str, **extra: object) -> list[str]:
         args = {
-            "port": status_port, "metrics-port": 0, "buffer-addr": f"127.0.0.1:{self.buffer_port}",
-            "reward-addr": f"127.0.0.1:{self.reward_port}", "learner-addr": f"127.0.0.1:{self.weights_port}",
+            "port": status_port, "metrics-port": 0, "buffer-address": f"127.0.0.1:{self.buffer_port}",
+            "reward-address": f"127.0.0.1:{self.reward_port}", "learner-address": f"127.0.0.1:{self.weights_port}",
             "model-path": str(self.model_path), "worker-id": worker_id, "claim-batch-prompts": 2,
             "claim-wait-ms": 200, "weight-retry-s": 0.2, "recipe.n-samples": N_SAMPLES,
             "recipe.max-response-tokens": MAX_TOKENS, "cpu-threads": 1, **extra,
@@ -221,10 +221,10 @@ def start_in_process(stack: Stack) -> Iterator:
 
     def start(worker_id: str, max_tokens: int = MAX_TOKENS, **overrides: object) -> InProcessWorker:
         cfg = RolloutConfig(
-            port=0, metrics_port=0, buffer_addr=f"127.0.0.1:{stack.buffer_port}",
-            reward_addr=f"127.0.0.1:{stack.reward_port}", learner_addr=f"127.0.0.1:{stack.weights_port}",
+            port=0, metrics_port=0, buffer_address=f"127.0.0.1:{stack.buffer_port}",
+            reward_address=f"127.0.0.1:{stack.reward_port}", learner_address=f"127.0.0.1:{stack.weights_port}",
             model_path=stack.model_path, worker_id=worker_id, claim_batch_prompts=2, claim_wait_ms=200,
-            weight_retry_s=0.2, recipe={"n_samples": N_SAMPLES, "max_response_tokens": max_tokens}, **overrides,
+            weight_retry_s=0.2, rpc_backoff_s=0.2, recipe={"n_samples": N_SAMPLES, "max_response_tokens": max_tokens}, **overrides,
         )
         worker = build_worker(cfg)
         server = GrpcServer(lambda s: add_rollout_service(s, worker, cfg.drain_timeout_s), host="127.0.0.1", port=0,

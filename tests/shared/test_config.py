@@ -52,3 +52,34 @@ def test_inconsistent_values_are_refused_with_a_sentence(clean_env: None) -> Non
 def test_missing_config_file_is_a_clear_error(tmp_path: Path, clean_env: None) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         load_settings(_Svc, tmp_path / "nope.yaml")
+
+
+class _Renamed(ServiceSettings):
+    renamed = {"peer_addr": "peer_address"}
+    peer_address: str = "default:1"
+
+
+def test_a_renamed_setting_is_still_read_under_its_old_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("peer_addr: yaml:1\n")
+    with pytest.warns(FutureWarning, match="'peer_addr' is deprecated.*use 'peer_address'"):
+        assert load_settings(_Renamed, cfg).peer_address == "yaml:1"
+    monkeypatch.setenv("EUREKA_PEER_ADDR", "env:1")
+    with pytest.warns(FutureWarning) as warned:
+        assert load_settings(_Renamed, cfg).peer_address == "env:1"  # env over YAML, as for every setting
+    assert any("'EUREKA_PEER_ADDR' is deprecated" in str(w.message) for w in warned)
+    monkeypatch.setenv("EUREKA_PEER_ADDRESS", "env:2")
+    with pytest.warns(FutureWarning):
+        assert load_settings(_Renamed, cfg).peer_address == "env:2"  # the new name wins
+    with pytest.warns(FutureWarning):
+        assert load_settings(_Renamed, peer_addr="init:1").peer_address == "init:1"
+
+
+def test_the_old_rollout_flags_still_work(clean_env: None) -> None:
+    from eureka_cli.main import build_parser
+
+    args = build_parser(only=("rollout", "serve")).parse_args(
+        ["rollout", "serve", "--buffer-addr", "b:1", "--reward-address", "r:1"])
+    assert (vars(args)["buffer_address"], vars(args)["reward_address"]) == ("b:1", "r:1")
