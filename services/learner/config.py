@@ -19,6 +19,7 @@ class LearnerConfig(ServiceSettings):
     )
     model_path: Path | None = Field(None, description="Qwen2.5-VL checkpoint dir (None = the cached tiny base)")
     data_path: Path | None = Field(None, description="MM-Eureka JSONL training set (required)")
+    image_root: Path | None = Field(None, description="folder relative image paths are looked up in first")
     run_dir: Path = Field(Path("runs/learner"), description="checkpoints, metrics.jsonl and the trained-ids log")
     resume: bool = Field(False, description="continue from the run dir's last checkpoint")
     buffer_address: str = Field("127.0.0.1:50052", description="host:port of the buffer service")

@@ -51,6 +51,8 @@ def _refusal(cfg: LearnerConfig) -> str:
         return "no training data: pass --data-path FILE.jsonl (MM-Eureka JSONL)"
     if not cfg.data_path.is_file():
         return f"--data-path {cfg.data_path} does not exist; pass an MM-Eureka JSONL file"
+    if cfg.image_root is not None and not cfg.image_root.is_dir():
+        return f"--image-root {cfg.image_root} is not a folder; pass the folder the image paths start from"
     if cfg.model_path is not None and not (cfg.model_path / "config.json").is_file():
         return f"--model-path {cfg.model_path} is not a model directory (no config.json)"
     if not cfg.resume and (cfg.run_dir / state.CHECKPOINT_FILE).is_file():
@@ -228,7 +230,7 @@ def _start_rank0(cfg: LearnerConfig, ckpt: state.Checkpoint | None, stop: Any) -
     from shared.metrics import serve_metrics
     from shared.weights import WeightStore, add_weight_service
 
-    data = read_jsonl(cfg.data_path)
+    data = read_jsonl(cfg.data_path, cfg.image_root)
     for line in data.skipped:
         log.warning("dataset line skipped", detail=line)
     driver = BufferDriver(create_channel(cfg.buffer_address, cfg.grpc, cfg.security), cfg, Dataset(data.records), stop)

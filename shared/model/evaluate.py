@@ -27,6 +27,7 @@ class EvalSettings(EurekaSettings):
 
     model: Path | None = Field(None, description="checkpoint directory (default: the cached tiny base)")
     data: Path = Field(..., description="MM-Eureka JSONL file (e.g. heldout.jsonl from `eureka data make-synthetic`)")
+    image_root: Path | None = Field(None, description="folder relative image paths are looked up in first")
     samples: int = Field(1, ge=1, le=64, description="responses per prompt (sampled); 1 with --greedy")
     greedy: bool = Field(False, description="greedy decoding, one response per prompt")
     temperature: float = Field(1.0, gt=0)
@@ -148,7 +149,9 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model_dir = cfg.model or ensure_base_model()
     model, tok = load_model(model_dir), load_tokenizer(model_dir)
-    data = read_jsonl(cfg.data)
+    data = read_jsonl(cfg.data, cfg.image_root)
+    for sentence in data.skipped:
+        print(f"skipped {sentence}", file=sys.stderr)
     records = data.records[: cfg.limit] if cfg.limit else data.records
     if not records:
         raise ValueError(f"{cfg.data} has no usable records ({len(data.skipped)} skipped)")
@@ -173,7 +176,8 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
     ]
     report = summarize(rows, k)
     report["settings"] = {"model": str(model_dir), "data": str(cfg.data), "samples": k, "greedy": cfg.greedy,
-                          "temperature": cfg.temperature, "mode": cfg.mode, "skipped_lines": len(data.skipped)}
+                          "temperature": cfg.temperature, "mode": cfg.mode, "skipped_lines": len(data.skipped),
+                          "skipped": data.skipped}
     report["seconds"] = round(time.monotonic() - start, 1)
     report["examples"] = [r["text"] for r in rows[:5]]
     return report

@@ -20,12 +20,23 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_eval_cli_reports_families_as_json(tiny_dir: Path, heldout: Path, tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "eureka_cli", "eval", "--model", str(tiny_dir), "--data", str(heldout),
-           "--samples", "2", "--limit", "6", "--max-new-tokens", "12", "--out", str(out)]
+    """The JSONL copied away from its images (found again through --image-root), plus two bad lines whose
+    reasons are printed and reported."""
+    out, data = tmp_path / "report.json", tmp_path / "heldout.jsonl"
+    remote = json.dumps([{"role": "user", "content": [{"type": "image", "image": "https://example.com/a.png"}]}])
+    data.write_text(heldout.read_text() + "{oops\n" + json.dumps({"message": remote, "answer": "1"}) + "\n")
+    cmd = [sys.executable, "-m", "eureka_cli", "eval", "--model", str(tiny_dir), "--data", str(data),
+           "--image-root", str(heldout.parent), "--samples", "2", "--limit", "6", "--max-new-tokens", "12",
+           "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
+    assert report["settings"]["skipped_lines"] == 2
+    assert report["settings"]["skipped"] == [f"{data}:121: bad JSON (Expecting property name enclosed in double "
+                                             "quotes at column 2)",
+                                             f"{data}:122: remote image https://example.com/a.png is not fetched; "
+                                             "download it and give its path"]
+    assert all(f"skipped {line}" in proc.stderr for line in report["settings"]["skipped"])
     overall = report["overall"]
     assert overall["prompts"] == 6 and overall["responses"] == 12
     assert 0.0 <= overall["accuracy"] <= 1.0 and 0.0 <= overall["format"] <= 1.0
