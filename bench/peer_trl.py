@@ -46,7 +46,8 @@ def eureka_cmd(*words: str) -> list[str]:
 def run_eval(model: Path, heldout: Path, limit: int, out: Path) -> dict[str, Any]:
     """The held-out greedy evaluation both systems get (`eureka eval`), as a child process."""
     subprocess.run(eureka_cmd("eval", "--model", str(model), "--data", str(heldout), "--limit", str(limit), "--greedy",
-                              "--out", str(out)), check=True, stdout=subprocess.DEVNULL)
+                              "--system-prompt", json.dumps(RECIPE.system_prompt), "--out", str(out)),
+                   check=True, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
 
 
@@ -95,7 +96,7 @@ def make_processor(tokenizer: Any) -> Any:
         def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kw: Any):
             super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kw)
 
-    # render_chat (instruct mode) as a chat template: the MM-Eureka system prompt unless the chat has one.
+    # render_chat with the small world's system prompt (the MM-Eureka instruct one) as a chat template.
     system = INSTRUCT_SYSTEM_PROMPT.replace("{", "{{ '{' }}")
     template = (
         "{% if messages[0]['role'] != 'system' %}<|im_start|>system\n" + system + "<|im_end|>\n{% endif %}"
@@ -134,7 +135,7 @@ def check_same_prompt(processor: Any, tokenizer: Any, path: Path) -> None:
     from shared.model.prompts import build_prompt_inputs
 
     for i, (rec, row) in enumerate(zip(read_jsonl(path).records[:4], trl_rows(path)[:4])):
-        ref = build_prompt_inputs(record_to_prompt(rec, "check", i), tokenizer)
+        ref = build_prompt_inputs(record_to_prompt(rec, "check", i), tokenizer, system_prompt=RECIPE.system_prompt)
         msgs = [{"role": "user", "content": [{**p, "image": Image.open(row["image"])} if p["type"] == "image" else p
                                              for p in row["prompt"][0]["content"]]}]
         out = processor.apply_chat_template([msgs], add_generation_prompt=True, tokenize=True, return_dict=True)

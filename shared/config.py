@@ -58,6 +58,10 @@ class RecipeConfig(StrictModel):
         None, ge=0, description="total = accuracy + weight x format; unset: the reward service's weight for reward_mode"
     )
     reward_mode: Literal["instruct", "pretrained"] = "instruct"
+    system_prompt: str | None = Field(
+        None, description="system message of a prompt whose chat has none (None: Qwen's default in instruct "
+        "mode, none in pretrained mode; \"\": none)",
+    )
 
     @model_validator(mode="after")
     def _check_bounds(self) -> "RecipeConfig":

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 
 from shared.config import EurekaSettings, RecipeConfig
+from shared.model.prompts import INSTRUCT_SYSTEM_PROMPT
 
 # The small world (CPU demo): the design's recipe with sizes a 2-core machine finishes in minutes.
 # lr is far above MM-Eureka's 1e-6 because the tiny base is a few million parameters trained from scratch.
@@ -19,6 +20,7 @@ SMALL_WORLD_RECIPE = RecipeConfig(
     lr=2e-4,
     min_lr=2e-5,
     max_staleness=4,
+    system_prompt=INSTRUCT_SYSTEM_PROMPT,  # the tiny base learned the think/answer layout under this prompt
 )
 
 

@@ -86,11 +86,15 @@ def prepare(cfg: UpConfig) -> tuple[Path, Path, Path]:
     return train, heldout, cfg.model_path or ensure_base_model()
 
 
+def _system_prompt_flag(cfg: UpConfig) -> list[str]:
+    return [] if cfg.recipe.system_prompt is None else ["--system-prompt", json.dumps(cfg.recipe.system_prompt)]
+
+
 def evaluate(sup: Supervisor, name: str, model: Path, data: Path, cfg: UpConfig, out: Path) -> dict:
     """Greedy held-out evaluation (`eureka eval`) as a child process; cached in `out`."""
     if not out.exists():
         sup.start(name, eureka_argv("eval", "--model", str(model), "--data", str(data), "--limit", str(cfg.eval_limit),
-                                    "--greedy", "--out", str(out)), exits=True)
+                                    "--greedy", "--out", str(out), *_system_prompt_flag(cfg)), exits=True)
         if sup.wait(name) != 0 or not out.exists():
             raise ProcessDied(f"{name} failed; see {sup.procs[name].log_path}:\n{sup.procs[name].tail()}")
     return json.loads(out.read_text())

@@ -61,7 +61,7 @@ def render_document(
     p: Problem, rng: random.Random, image_tokens: int, mix: CorpusMix, style: str | None = None
 ) -> tuple[str, str]:
     """(prompt text up to the assistant header, response text ending with <|im_end|>)."""
-    from shared.model.prompts import render_chat
+    from shared.model.prompts import INSTRUCT_SYSTEM_PROMPT, render_chat
 
     messages = problem_messages(p, "")
     body = solution_steps(p, rng, mix)
@@ -73,7 +73,7 @@ def render_document(
         prompt = render_chat(messages, [image_tokens], "pretrained")
         response = f"{body} The answer is \\boxed{{{p.answer}}}."
     else:
-        prompt = render_chat(messages, [image_tokens], "instruct")
+        prompt = render_chat(messages, [image_tokens], "instruct", INSTRUCT_SYSTEM_PROMPT)
         tagged = rng.random() < (mix.tagged_mc if p.task.endswith("_mc") else mix.tagged_open)
         if tagged:
             response = f"<think>{body}</think><answer>{p.answer}</answer>"

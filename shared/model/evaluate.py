@@ -32,6 +32,7 @@ class EvalSettings(EurekaSettings):
     greedy: bool = Field(False, description="greedy decoding, one response per prompt")
     temperature: float = Field(1.0, gt=0)
     mode: Literal["instruct", "pretrained"] = "instruct"
+    system_prompt: str | None = Field(None, description="as recipe.system_prompt: for chats without a system message")
     max_new_tokens: int = Field(96, ge=1)
     limit: int = Field(0, ge=0, description="evaluate only the first N records (0 = all)")
     seed: int = Field(0, ge=0)
@@ -162,7 +163,8 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
     with tqdm(total=len(records), desc="eval", unit="prompt", disable=not progress) as bar:
         for first in range(0, len(records), per_call):
             chunk = records[first : first + per_call]
-            inputs = [build_prompt_inputs(record_to_prompt(rec, f"eval:{first + i}", first + i), tok, cfg.mode)
+            inputs = [build_prompt_inputs(record_to_prompt(rec, f"eval:{first + i}", first + i), tok, cfg.mode,
+                                          system_prompt=cfg.system_prompt)
                       for i, rec in enumerate(chunk)]
             outputs = generate(model, tok, inputs, k, cfg.greedy, cfg.temperature, cfg.max_new_tokens)
             for rec, responses in zip(chunk, outputs, strict=True):

@@ -1,4 +1,4 @@
-"""Chat prompts for Qwen2.5-VL: the MM-Eureka instruct system prompt, the pretrained-base `\\boxed{}` style,
+"""Chat prompts for Qwen2.5-VL: the system prompt of a chat without one, the pretrained-base `\\boxed{}` style,
 and `build_prompt_inputs`, which renders the chat with each image's placeholder tokens expanded to its grid.
 """
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
     from eureka.v1 import common_pb2
 
+# Qwen2.5-VL's chat template adds this system message to a chat that has none (MM-Eureka renders with it).
+QWEN_DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 # MM-Eureka's instruct prompt (the Qwen2.5-VL-Instruct runs): think, then answer, in tags.
 INSTRUCT_SYSTEM_PROMPT = (
     "Solve the question. The user asks a question, and you solves it. You first thinks about the reasoning "
@@ -68,20 +70,24 @@ def _parts(content: str | list[Any]) -> list[dict[str, Any]]:
 
 
 def render_chat(
-    messages: list[dict[str, Any]], image_tokens: list[int], mode: str = "instruct", add_system: bool = True
+    messages: list[dict[str, Any]], image_tokens: list[int], mode: str = "instruct",
+    system_prompt: str | None = None, add_system: bool = True,
 ) -> str:
     """Qwen2-VL chat text ending with the assistant header; image k gets image_tokens[k] pad tokens.
 
-    Instruct mode adds INSTRUCT_SYSTEM_PROMPT unless the chat has its own system message; pretrained
-    mode appends PRETRAINED_PROMPT_SUFFIX to the last user message; `add_system=False` leaves the
-    system prompt out (the base-model corpus renders plain chats this way). Images in the chat take the
-    images in order; images without a chat part go in front of the first user message.
+    A chat without a system message gets `system_prompt` (the recipe's; "" for none) or, when that is
+    None, Qwen's default QWEN_DEFAULT_SYSTEM_PROMPT in instruct mode and none in pretrained mode, which
+    also appends PRETRAINED_PROMPT_SUFFIX to the last user message. `add_system=False` leaves the system
+    prompt out (the base-model corpus renders plain chats this way). Images in the chat take the images
+    in order; images without a chat part go in front of the first user message.
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is unknown; use one of {', '.join(MODES)}")
     msgs = [{"role": m["role"], "parts": _parts(m["content"])} for m in messages]
-    if mode == "instruct" and add_system and msgs[0]["role"] != "system":
-        msgs.insert(0, {"role": "system", "parts": [{"type": "text", "text": INSTRUCT_SYSTEM_PROMPT}]})
+    if system_prompt is None:
+        system_prompt = QWEN_DEFAULT_SYSTEM_PROMPT if mode == "instruct" else ""
+    if add_system and system_prompt and msgs[0]["role"] != "system":
+        msgs.insert(0, {"role": "system", "parts": [{"type": "text", "text": system_prompt}]})
     users = [m for m in msgs if m["role"] == "user"]
     if not users:
         raise ValueError("the chat has no user message; add one with the question")
@@ -125,7 +131,8 @@ def load_image(data: bytes = b"", uri: str = "") -> Image.Image:
 
 
 def build_prompt_inputs(
-    prompt: common_pb2.Prompt, tokenizer: Any, mode: str = "instruct", max_prompt_tokens: int = 3000
+    prompt: common_pb2.Prompt, tokenizer: Any, mode: str = "instruct", max_prompt_tokens: int = 3000,
+    system_prompt: str | None = None,
 ) -> PromptInputs:
     """Token ids (image pads expanded to each grid) plus pixel_values/image_grid_thw for one prompt."""
     from shared.model.images import image_token_count, preprocess_images
@@ -137,7 +144,7 @@ def build_prompt_inputs(
     if images:
         pixel_values, grid = preprocess_images(images)
         counts = image_token_count(grid)
-    text = render_chat(messages, counts, mode)
+    text = render_chat(messages, counts, mode, system_prompt)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) > max_prompt_tokens:
         raise ValueError(

@@ -21,7 +21,7 @@ def _prompt(png, n_images: int = 1, text: str = "How many red circles?", parts: 
 
 
 def test_image_pads_expand_to_grid(tiny, png) -> None:
-    from shared.model.prompts import INSTRUCT_SYSTEM_PROMPT, build_prompt_inputs
+    from shared.model.prompts import QWEN_DEFAULT_SYSTEM_PROMPT, build_prompt_inputs
 
     _, tok = tiny
     inputs = build_prompt_inputs(_prompt(png, 2), tok)
@@ -31,7 +31,7 @@ def test_image_pads_expand_to_grid(tiny, png) -> None:
     assert inputs.input_ids.count(pad) == int(grid.prod(-1).sum()) // 4
     assert inputs.pixel_values.shape == (int(grid.prod(-1).sum()), 3 * 2 * 14 * 14)
     text = tok.decode(inputs.input_ids)
-    assert text.startswith("<|im_start|>system\n" + INSTRUCT_SYSTEM_PROMPT + "<|im_end|>\n<|im_start|>user\n<|vision_start|>")
+    assert text.startswith("<|im_start|>system\n" + QWEN_DEFAULT_SYSTEM_PROMPT + "<|im_end|>\n<|im_start|>user\n<|vision_start|>")
     assert text.endswith("How many red circles?<|im_end|>\n<|im_start|>assistant\n")
     assert text.count("<|vision_start|>") == 2
 
@@ -49,6 +49,25 @@ def test_images_without_parts_go_first_and_model_accepts_them(tiny, png) -> None
             image_grid_thw=inputs.image_grid_thw,
         )
     assert out.logits.shape[1] == len(inputs.input_ids)
+
+
+def test_system_prompt_of_a_chat_without_one(tiny, png) -> None:
+    """Qwen's default unless the recipe sets one ("" for none); a chat's own system message always wins."""
+    from shared.model.prompts import INSTRUCT_SYSTEM_PROMPT, QWEN_DEFAULT_SYSTEM_PROMPT, build_prompt_inputs
+
+    _, tok = tiny
+
+    def system(prompt: common_pb2.Prompt, **kw) -> str:
+        text = tok.decode(build_prompt_inputs(prompt, tok, **kw).input_ids)
+        return text.split("<|im_end|>")[0].removeprefix("<|im_start|>system\n") if "system" in text else ""
+
+    plain, own = _prompt(png, 0), _prompt(png, 0)
+    own.messages_json = json.dumps([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}])
+    assert system(plain) == QWEN_DEFAULT_SYSTEM_PROMPT
+    assert system(plain, system_prompt=INSTRUCT_SYSTEM_PROMPT) == INSTRUCT_SYSTEM_PROMPT
+    assert system(plain, system_prompt="") == ""
+    assert system(plain, mode="pretrained", system_prompt="Reason.") == "Reason."
+    assert system(own, system_prompt=INSTRUCT_SYSTEM_PROMPT) == system(own) == "Be brief."
 
 
 def test_pretrained_mode_has_boxed_suffix_and_no_system(tiny, png) -> None:

@@ -43,7 +43,8 @@ class RewardProc:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
-def start_reward(*extra: str, token: str | None = TOKEN) -> RewardProc:
+def start_reward(*extra: str, token: str | None = TOKEN, log: Path | None = None) -> RewardProc:
+    """A reward server process; its output goes to `log` when given."""
     grpc_port, http_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EUREKA_")}
     if token is not None:
@@ -51,7 +52,10 @@ def start_reward(*extra: str, token: str | None = TOKEN) -> RewardProc:
     cmd = [sys.executable, "-m", "eureka_cli", "reward", "serve", "--grpc-port", str(grpc_port),
            "--http-port", str(http_port), "--metrics-port", "0", "--workers", "2",
            "--item-timeout-s", str(ITEM_TIMEOUT_S), "--grpc.grace-s", "1", *extra]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    out = log.open("ab") if log is not None else None
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+    if out is not None:
+        out.close()  # the child holds its own descriptor
     r = RewardProc(proc, grpc_port, http_port)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

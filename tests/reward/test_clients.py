@@ -9,14 +9,16 @@ the URL: these clients set only `Content-Type`). The clients, read at these comm
 - MM-Eureka `internvl` (129fc9e): no `labels`, the gold in `prompts[i]["answer"]`; `torch.tensor(rewards)`.
 - OpenRLHF v0.6.0-v0.8.x: remote_rm_utils.py returns `torch.tensor(reply["rewards"])`.
 - OpenRLHF v0.9.x: experience_maker.update_samples_with_rewards concatenates `rewards` and `scores` per server.
-- OpenRLHF v0.11.0 (head 3c3be62): utils/agent.py posts one query per call with aiohttp, keeps `scores`
-  (else `rewards`), and samples_generator's dynamic filter keeps a group when min < mean score < max.
+- OpenRLHF v0.9.5 to v0.11.0 (head 3c3be62): utils/agent.py posts one query per call with aiohttp, keeps
+  `scores` (else `rewards`), and samples_generator's dynamic filter keeps a group when min < mean score < max.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -41,17 +43,21 @@ def internvl_query(response: str) -> str:
     return f"<|im_start|>user\n<img><IMG_CONTEXT></img>\nHow many cats?<|im_end|><|im_start|>assistant\n{response}</s></s>"
 
 
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RewardProc, Path]]:
+    """A reward server with the token off, and the file its log lines go to."""
+    log = tmp_path_factory.mktemp("reward") / "reward.log"
+    proc = start_reward(token=None, log=log)
+    yield proc, log
+    stop_reward(proc)
+
+
 @pytest.fixture(scope="module", params=["token-off", "token-in-url"])
-def rm_url(request, reward_server) -> Iterator[str]:
+def rm_url(request, reward_server, open_server) -> str:
     """The `--remote_rm_url` a user would pass: without a token on an open server, with `?token=` otherwise."""
     if request.param == "token-in-url":
-        yield f"{reward_server.url}/get_reward?token={TOKEN}"
-        return
-    proc: RewardProc = start_reward(token=None)
-    try:
-        yield f"{proc.url}/get_reward"
-    finally:
-        stop_reward(proc)
+        return f"{reward_server.url}/get_reward?token={TOKEN}"
+    return f"{open_server[0].url}/get_reward"
 
 
 def post_like_openrlhf_requests(url: str, body: dict) -> dict:
@@ -154,18 +160,23 @@ def test_token_in_the_url_is_checked(reward_server) -> None:
     assert requests.get(f"{reward_server.url}/metrics?token={TOKEN}", timeout=60).status_code == 401
 
 
-def _empty_gold_count(reward_server) -> float:
-    with reward_server.http() as client:
-        page = client.get("/metrics").text
+def _empty_gold_count(url: str) -> float:
+    page = requests.get(f"{url}/metrics", timeout=60).text
     line = [x for x in page.splitlines() if x.startswith('eureka_reward_empty_gold_requests_total{door="get_reward"}')]
     return float(line[0].split()[-1]) if line else 0.0
 
 
-def test_a_request_whose_golds_are_all_empty_is_counted(reward_server) -> None:
+def test_a_request_whose_golds_are_all_empty_is_counted_and_logged(open_server) -> None:
     """OpenRLHF without a label key sends `""` labels: every item scores 0, and the service says so."""
-    before = _empty_gold_count(reward_server)
-    with reward_server.http() as client:
-        one_gold = client.post("/get_reward", json={"query": [qwen_query(RIGHT)] * 2, "labels": ["", "3"]}).json()
-        no_gold = client.post("/get_reward", json={"query": [qwen_query(RIGHT)] * 2, "labels": ["", None]}).json()
+    proc, log = open_server
+    before = _empty_gold_count(proc.url)
+    url = f"{proc.url}/get_reward"
+    one_gold = post_like_openrlhf_requests(url, {"query": [qwen_query(RIGHT)] * 2, "labels": ["", "3"]})
+    no_gold = post_like_openrlhf_requests(url, {"query": [qwen_query(RIGHT)] * 2, "labels": ["", None]})
     assert one_gold["accuracy_rewards"] == [0.0, 1.0] and no_gold["accuracy_rewards"] == [0.0, 0.0]
-    assert _empty_gold_count(reward_server) == before + 1
+    assert _empty_gold_count(proc.url) == before + 1
+    deadline = time.monotonic() + 30
+    while "every gold answer of the request is empty" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    warning = [x for x in log.read_text().splitlines() if "every gold answer" in x]
+    assert len(warning) == 1 and "warning" in warning[0] and "door=get_reward" in warning[0], warning
