@@ -77,12 +77,15 @@ def _image_loss_gap(base: Path) -> float:
 
 
 def _base_band_check(base: Path, heldout: Path) -> None:
+    from eureka_cli.local.config import SMALL_WORLD_RECIPE
     from shared.model.evaluate import EvalSettings, evaluate
 
     assert _image_loss_gap(base) > 0.05  # the base reads the image (a collapsed vision tower gives ~0)
-    greedy = evaluate(EvalSettings(model=base, data=heldout, greedy=True), progress=False)
+    system = SMALL_WORLD_RECIPE.system_prompt  # the prompts `eureka up` trains and evaluates with
+    greedy = evaluate(EvalSettings(model=base, data=heldout, greedy=True, system_prompt=system), progress=False)
     assert 0.05 <= greedy["overall"]["accuracy"] <= 0.40, greedy["overall"]
-    sampled = evaluate(EvalSettings(model=base, data=heldout, samples=8, limit=24), progress=False)
+    sampled = evaluate(EvalSettings(model=base, data=heldout, samples=8, limit=24, system_prompt=system),
+                       progress=False)
     assert sampled["overall"]["format"] < 0.3, sampled["overall"]
     assert sampled["overall"]["group_signal"] > 0.2, sampled["overall"]
 
