@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from shared.config import ServiceSettings, StrictModel
 
@@ -42,3 +42,15 @@ class BufferConfig(ServiceSettings):
     max_tokens_per_sample: int = Field(65_536, ge=1, description="cap on tokens of one response or prompt")
     max_prompt_bytes: int = Field(16 * 1024 * 1024, ge=1, description="cap on one serialized prompt (images inline)")
     stats_refresh_s: float = Field(5.0, gt=0, description="how often the metrics are refreshed from Redis")
+    sample_page_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="group bytes in one SampleGroups reply; a larger batch arrives in pages"
+    )
+
+    @model_validator(mode="after")
+    def _page_fits(self) -> "BufferConfig":
+        if self.sample_page_bytes > self.grpc.max_message_bytes // 2:
+            raise ValueError(
+                f"sample_page_bytes ({self.sample_page_bytes}) must be at most half of grpc.max_message_bytes "
+                f"({self.grpc.max_message_bytes}), so a page and its largest group fit one reply; lower it"
+            )
+        return self

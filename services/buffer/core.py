@@ -188,7 +188,10 @@ class Buffer:
 
     @redis_errors
     def sample(self, req: buffer_pb2.SampleGroupsRequest) -> Sampled:
-        """Exactly `num_groups` kept groups in stream order, or DeadlineExceeded after `wait_ms`."""
+        """`num_groups` kept groups in stream order, fewer when the page fills (`more`), or DeadlineExceeded.
+
+        Reads are sized by the largest group seen so far, so one call holds about a page of groups whatever
+        the batch size; a group read past a full page stays pending and comes first on the next call."""
         validate.sample(req, self.cfg)
         k = self.keys
         # Pending entries after `after` were delivered to this consumer but never received: they go first.
@@ -196,9 +199,9 @@ class Buffer:
             "0-0" if req.replay_pending else _s(self.r.hget(k.returned, req.consumer) or b"0-0")
         )
         deadline = time.monotonic() + req.wait_ms / 1000
-        out = Sampled()
-        while len(out.kept) < req.num_groups:
-            need = req.num_groups - len(out.kept)
+        out = Sampled(page_bytes=min(req.max_page_bytes or self.cfg.sample_page_bytes, self.cfg.sample_page_bytes))
+        while len(out.kept) < req.num_groups and not out.more:
+            need = out.reads_for(req.num_groups - len(out.kept))
             if after is not None:
                 got = self.r.xreadgroup(GROUPS_GROUP, req.consumer, {k.groups: after}, count=need)
                 entries = got[0][1] if got else []
@@ -214,7 +217,7 @@ class Buffer:
                 if not entries:
                     break
             self._keep_or_drop(entries, req, out)
-        if len(out.kept) < req.num_groups:
+        if len(out.kept) < req.num_groups and not out.more:
             raise DeadlineExceeded(
                 f"only {len(out.kept)} of {req.num_groups} groups were ready within wait_ms={req.wait_ms}; "
                 "they stay pending for this consumer and come first on the next call"
@@ -223,8 +226,9 @@ class Buffer:
         return out
 
     def _keep_or_drop(self, entries: list, req: buffer_pb2.SampleGroupsRequest, out: Sampled) -> None:
-        """Keeps fresh groups inside the filter in `out.kept`; acks, counts and reports the others (stale or
-        filtered) in `out.stale` / `out.filtered`."""
+        """Keeps fresh groups inside the filter in `out.kept` until the page is full; acks, counts and reports
+        the others (stale or filtered) in `out.stale` / `out.filtered`. Entries after a full page are left
+        as they are: pending, delivered again by the next call."""
         filtered: list[str] = []
         stale: list[str] = []
         for raw_id, fields in entries:
@@ -237,8 +241,8 @@ class Buffer:
                 stale.append(entry_id)
             elif not req.filter_low <= float(fields[b"a"]) <= req.filter_high:
                 filtered.append(entry_id)
-            else:
-                out.kept.append((entry_id, fields[b"g"]))
+            elif not out.keep(entry_id, fields[b"g"]):
+                break
         for ids, counter, dest in ((filtered, "groups_filtered_total", out.filtered),
                                    (stale, "groups_stale_total", out.stale)):
             if ids:

@@ -101,30 +101,43 @@ class BufferDriver:
         return done
 
     def sample(self, version: int) -> tuple[buffer_pb2.SampleGroupsResponse, float]:
-        """Exactly batch_groups fresh, filtered groups (topping the backlog up while waiting), and the wait time."""
+        """Exactly batch_groups fresh, filtered groups (topping the backlog up while waiting), and the wait time.
+
+        A batch above the buffer's page size arrives in pages, each asked for after the last group received,
+        so a retried or repeated call (a lost reply, a buffer restart) neither skips nor repeats a group."""
         r = self.cfg.recipe
         start = time.monotonic()
-        while True:
-            self.top_up()
+        batch = buffer_pb2.SampleGroupsResponse()
+        after = self.last_received  # advanced per page, kept only once the batch is whole
+        refill = True  # top the backlog up before a call that may wait, not between the pages of a reply
+        while len(batch.groups) < self.cfg.batch_groups:
+            if refill:
+                self.top_up()
             req = buffer_pb2.SampleGroupsRequest(
-                consumer=self.cfg.consumer, num_groups=self.cfg.batch_groups, policy_version=version,
-                max_staleness=self.cfg.max_staleness, filter_low=r.filter_low, filter_high=r.filter_high,
-                replay_pending=not self.last_received, after_entry_id=self.last_received,
+                consumer=self.cfg.consumer, num_groups=self.cfg.batch_groups - len(batch.groups),
+                policy_version=version, max_staleness=self.cfg.max_staleness, filter_low=r.filter_low,
+                filter_high=r.filter_high, replay_pending=not after, after_entry_id=after,
                 wait_ms=self.cfg.sample_wait_ms,
             )
             try:
-                resp = self._call("SampleGroups", lambda req=req: self.stub.SampleGroups(
+                page = self._call("SampleGroups", lambda req=req: self.stub.SampleGroups(
                     req, timeout=self.cfg.grpc.deadline_s + self.cfg.sample_wait_ms / 1000))
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise
                 if self.stop.is_set():
                     raise Stopped("SampleGroups") from e
+                refill = True
                 continue  # not enough yet: what was read stays pending and comes first next time
-            self.last_received = resp.groups[-1].entry_id
-            for reason, ids in (("filtered", resp.filtered_entry_ids), ("stale", resp.stale_entry_ids)):
+            refill = not page.more
+            after = page.groups[-1].entry_id
+            for reason, ids in (("filtered", page.filtered_entry_ids), ("stale", page.stale_entry_ids)):
                 metrics.GROUPS_DROPPED.labels(reason).inc(len(ids))
-            return resp, time.monotonic() - start
+            batch.groups.extend(page.groups)
+            batch.filtered_entry_ids.extend(page.filtered_entry_ids)
+            batch.stale_entry_ids.extend(page.stale_entry_ids)
+        self.last_received = after
+        return batch, time.monotonic() - start
 
     def ack(self, entry_ids: list[str]) -> int:
         acked = 0
