@@ -71,7 +71,7 @@ def _fill(stub: buffer_pb2_grpc.BufferServiceStub) -> list[str]:
 def _driver(port: int, tmp_path: Path) -> BufferDriver:
     cfg = LearnerConfig(buffer_address=f"127.0.0.1:{port}", train_batch_groups=GROUPS, sample_wait_ms=1000,
                         recipe={"max_staleness": 0, "filter_low": 0.0, "filter_high": 1.0}, run_dir=tmp_path)
-    dataset = Dataset([Record(id="0", messages=[{"role": "user", "content": "?"}], answer="2", image_paths=[])])
+    dataset = Dataset([Record(id="0", messages=[{"role": "user", "content": "?"}], answer="2", images=[])])
     return BufferDriver(create_channel(cfg.buffer_address, cfg.grpc, cfg.security), cfg, dataset, threading.Event())
 
 
