@@ -77,7 +77,7 @@ def recipe_schema() -> J:
     props = {name: {k: v for k, v in prop.items() if k not in ("title", "default")}
              for name, prop in RecipeConfig.model_json_schema()["properties"].items()}
     return obj(props,
-               desc="recipe overrides (DESIGN.md section 1), given to learner and rollout as EUREKA_RECIPE__<KEY>")
+               desc="recipe overrides (RecipeConfig in shared/config.py), given to learner and rollout as EUREKA_RECIPE__<KEY>")
 
 
 def build_schema() -> J:

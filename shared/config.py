@@ -1,6 +1,6 @@
 """Typed configuration: one pydantic model per entry point, fed by CLI flags > env `EUREKA_*` > YAML > defaults.
 
-Defaults come from the design's recipe table (docs: DESIGN.md section 1). Every model forbids unknown keys,
+Defaults are MM-Eureka's training recipe (`RecipeConfig`). Every model forbids unknown keys,
 so a typo in a flag, a variable or a file is an error with a sentence, never a silently ignored value.
 """
 
@@ -30,7 +30,7 @@ class StrictModel(BaseModel):
 
 
 class RecipeConfig(StrictModel):
-    """The MM-Eureka recipe (DESIGN.md section 1)."""
+    """The MM-Eureka recipe: group size, advantage, PPO clipping, online filter, staleness, optimizer, sampling."""
 
     n_samples: int = Field(8, ge=1, le=256, description="samples per prompt (group size)")
     advantage: Literal["group_norm", "rloo"] = "group_norm"

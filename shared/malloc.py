@@ -2,11 +2,8 @@
 
 With glibc's defaults such a block is served by a fresh `mmap` and unmapped when freed, or freed heap
 above a few MB is trimmed back to the kernel, so the next message's memory is faulted in again page by
-page (on this project's VMs a fresh page costs about as much as copying it ten times). Keeping blocks up
-to 32 MiB on the heap (glibc's own ceiling for its adaptive threshold) and up to 256 MiB of freed heap
-in the process lets them be reused. Measured (2-core VM, A/B in alternating fresh processes): a 400 MB
-weight pull 668 -> 851 MB/s (medians of 8); bench/buffer's processes 3 runs each: service 492-542 ->
-548-612 groups/s, raw redis-py in the same client process gaining alike.
+page, which costs more than copying it. Keeping blocks up to 32 MiB on the heap (glibc's own ceiling for
+its adaptive threshold) and up to 256 MiB of freed heap in the process lets them be reused.
 
 A process started with `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` keeps what it was given.
 """

@@ -11,6 +11,8 @@ import pytest
 
 from shared.redis_proc import RedisProc, free_port, start_redis  # noqa: F401 - re-exported for tests
 
+pytest_plugins = ("tests.random_order",)  # `pytest --random-order SEED`
+
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisProc]:

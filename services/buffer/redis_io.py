@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis.commands.core import Script
 
 from services.buffer.config import BufferConfig
 from shared.grpc_server import ResourceExhausted, Unavailable
-
-if TYPE_CHECKING:
-    from services.buffer.core import Buffer
 
 T = TypeVar("T")
 
@@ -35,9 +32,10 @@ class Keys:
 
 
 def redis_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Redis trouble becomes UNAVAILABLE (retryable) or RESOURCE_EXHAUSTED (out of memory)."""
+    """For `Buffer` methods: Redis trouble becomes UNAVAILABLE (retryable) or RESOURCE_EXHAUSTED (out of memory);
+    a consumer group lost with Redis's data is recreated (`self.ensure_groups()`) and the call retried once."""
 
-    def wrapper(self: "Buffer", *args, **kwargs) -> T:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
         for attempt in (1, 2):
             try:
                 return fn(self, *args, **kwargs)

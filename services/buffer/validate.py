@@ -93,7 +93,7 @@ def _sample(s: buffer_pb2.Sample, where: str, cfg: BufferConfig, arrays_checked:
             f"{where} has {len(s.behaviour_logprobs)} behaviour_logprobs for {n} response tokens; send one per token"
         )
     if not arrays_checked:
-        if n and np.array(s.response_token_ids, dtype=np.int64).min() < 0:  # numpy: 10x faster than min() here
+        if n and np.array(s.response_token_ids, dtype=np.int64).min() < 0:  # numpy: one pass in C, not a Python loop
             raise InvalidArgument(f"{where} has a negative token id")
         logprobs = np.array(s.behaviour_logprobs, dtype=np.float64)
         if n and not (np.isfinite(logprobs).all() and logprobs.max() <= 1e-3):

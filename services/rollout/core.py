@@ -58,27 +58,17 @@ class _Generated:
 class Worker:
     """A rollout worker over a backend and channels to the buffer, reward and weight services."""
 
-    def __init__(
-        self,
-        cfg: RolloutConfig,
-        backend: Backend,
-        buffer: grpc.Channel,
-        reward: grpc.Channel,
-        weights: grpc.Channel,
-        worker_id: str,
-    ) -> None:
+    def __init__(self, cfg: RolloutConfig, backend: Backend, buffer: grpc.Channel, reward: grpc.Channel,
+                 weights: grpc.Channel, worker_id: str) -> None:
         self.cfg = cfg
         self.backend = backend
         self.worker_id = worker_id
         self.buffer = buffer_pb2_grpc.BufferServiceStub(buffer)
         self.reward = reward_pb2_grpc.RewardServiceStub(reward)
         self.weights = WeightSync(weights, backend, cfg.weight_pull_timeout_s)
-        self.spec = SamplingSpec(
-            n=cfg.recipe.n_samples,
-            temperature=cfg.recipe.temperature,
-            top_p=cfg.recipe.top_p,
-            max_new_tokens=cfg.recipe.max_response_tokens,
-        )
+        recipe = cfg.recipe
+        self.spec = SamplingSpec(n=recipe.n_samples, temperature=recipe.temperature, top_p=recipe.top_p,
+                                 max_new_tokens=recipe.max_response_tokens)
         self.state = rollout_pb2.WORKER_STATE_STARTING
         self.stop = threading.Event()  # no new claims
         self.abort = threading.Event()  # stop generating now and release the batch

@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from shared.model.pretrain import RECIPE_FILE, BaseRecipe, build_base
+from shared.model.synthetic import GENERATOR_VERSION
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RECIPE_FILE = "recipe.sha256"
 
 
 def cache_root() -> Path:
@@ -22,24 +24,18 @@ def base_model_dir() -> Path:
 
 def synthetic_dir(seed: int) -> Path:
     """The cached synthetic data of a seed; the generator version is in the name, so stale data is never reused."""
-    from shared.model.synthetic import GENERATOR_VERSION
-
     return cache_root() / f"synthetic-v{GENERATOR_VERSION}-seed{seed}"
 
 
 def base_is_current(path: Path | None = None) -> bool:
     """True when the cached base exists and was built by the current recipe."""
-    from shared.model.pretrain import BaseRecipe
-
     p = path or base_model_dir()
     marker = p / RECIPE_FILE
     return (p / "config.json").is_file() and marker.is_file() and marker.read_text().strip() == BaseRecipe().digest()
 
 
 def ensure_base_model() -> Path:
-    """The cached tiny base, built with make-base (a few CPU minutes) when missing or stale."""
-    from shared.model.pretrain import BaseRecipe, build_base
-
+    """The cached tiny base, built with make-base when missing or stale."""
     p = base_model_dir()
     if not base_is_current(p):
         build_base(BaseRecipe(), p)

@@ -4,7 +4,8 @@ Documents are generated on the fly (deterministic by seed), loss on the response
 vision tower stays at its random init, with the patch embedding made blind to a plain white patch:
 trained, it collapses to an image-independent output, and with the white background in every feature
 the text model learns to read the image far more slowly (docs/MODEL.md). The result is a normal HF
-checkpoint directory with `recipe.sha256`, so a changed recipe rebuilds the cache (shared/model/cache.py).
+checkpoint directory with `recipe.sha256` (`RECIPE_FILE`), so a changed recipe rebuilds the cache
+(shared/model/cache.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pydantic import Field
 from shared.config import StrictModel
 from shared.model.corpus import CorpusMix
 
+RECIPE_FILE = "recipe.sha256"  # in a built base: the digest of the recipe that built it
+
 CORPUS_VERSION = 3  # bump when corpus.py or synthetic.py change what documents look like
 
 
@@ -37,7 +40,7 @@ class BaseRecipe(StrictModel):
     warmup_steps: int = Field(60, ge=0)
     train_vision: bool = Field(False, description="train the vision tower too (it collapses; off: random, white-blind)")
     weight_decay: float = Field(0.01, ge=0)
-    # One thread by default: on a shared 2-core machine OpenMP spin-waits make 2 threads several times slower.
+    # One thread by default: where cores are shared, OpenMP spin-waits make more threads slower, not faster.
     threads: int = Field(1, ge=1, description="torch CPU threads (not part of the digest)")
 
     def digest(self) -> str:
@@ -103,7 +106,6 @@ def build_base(recipe: BaseRecipe, out: Path, progress: bool = True) -> dict[str
     import torch
     from tqdm import tqdm
 
-    from shared.model.cache import RECIPE_FILE
     from shared.model.io import new_tiny_model, save_model
     from shared.model.synthetic import make_problem
 

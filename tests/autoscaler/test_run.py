@@ -3,7 +3,6 @@ redis-server, with the service token) and patches the scale of the rollout Deplo
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from eureka.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2
@@ -13,6 +12,7 @@ from shared.grpc_client import create_channel, wait_serving
 from tests.autoscaler.scale_api import FakeApiServer
 from tests.conftest import RedisProc, free_port
 from tests.deploy.helpers import start_eureka, stop_process
+from tests.waiting import wait_until
 
 TOKEN = "autoscaler-test-token"
 
@@ -37,14 +37,15 @@ def test_autoscaler_scales_rollout_from_the_real_buffer_backlog(redis_server: Re
             "EUREKA_TARGET_BACKLOG_PER_REPLICA": "10", "EUREKA_MAX_STEP_UP": "2", "EUREKA_INTERVAL_S": "0.2",
             "EUREKA_COOLDOWN_S": "0", "EUREKA_MAX_REPLICAS": "8"}, tmp_path / "autoscaler.log")
         # Backlog 45 at 10 per replica wants 5 replicas: 2 -> 4 -> 5 in steps of at most 2, then steady.
-        deadline = time.monotonic() + 60
-        while api.replicas[("eureka", "eureka-rollout")] != 5 and time.monotonic() < deadline:
+        def at_five() -> bool:
             assert scaler.poll() is None, (tmp_path / "autoscaler.log").read_text()
-            time.sleep(0.2)
-        assert api.replicas[("eureka", "eureka-rollout")] == 5, (tmp_path / "autoscaler.log").read_text()
+            return api.replicas[("eureka", "eureka-rollout")] == 5
+
+        wait_until(at_five, 60, "5 replicas")
         patches = [r["body"]["spec"]["replicas"] for r in api.requests if r["verb"] == "patch"]
         assert patches[:2] == [4, 5]
-        time.sleep(1.0)  # several more decisions: steady, no further patch
+        reads = len(api.requests)
+        wait_until(lambda: len(api.requests) >= reads + 5, 30, "five more decisions (each reads the scale)")
         assert [r["body"]["spec"]["replicas"] for r in api.requests if r["verb"] == "patch"] == patches
         assert stop_process(scaler) == 0  # SIGTERM: clean stop
         assert "rollout scaled" in (tmp_path / "autoscaler.log").read_text()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from eureka.v1 import buffer_pb2
 
 from services.buffer.core import Buffer
 from shared.grpc_server import FailedPrecondition, ResourceExhausted
+
+from tests.waiting import wait_until
 
 from .conftest import claim, enqueue, make_config, put
 
@@ -59,8 +59,7 @@ def test_reclaim_after_a_worker_dies_increments_attempt(redis_server) -> None:
     enqueue(buf, 0, 1)
     dead_worker = claim(buf, "w-dead")[0]
     assert claim(buf, "w2") == []  # lease not expired yet: nothing to hand out
-    time.sleep(2.1)
-    again = claim(buf, "w2")
+    again = wait_until(lambda: claim(buf, "w2"), 30, "the expired lease to be reclaimed")
     assert len(again) == 1
     assert again[0].claim_id == dead_worker.claim_id and again[0].attempt == 2
     assert buf.stats().prompts_reclaimed_total == 1
@@ -76,10 +75,10 @@ def test_dead_letter_after_max_attempts(redis_server) -> None:
     buf.ensure_groups()
     enqueue(buf, 0, 1)
     assert claim(buf, "a")[0].attempt == 1
-    time.sleep(0.15)
-    assert claim(buf, "b")[0].attempt == 2
-    time.sleep(0.15)
-    assert claim(buf, "c") == []
+    assert wait_until(lambda: claim(buf, "b"), 30, "the first lease to expire")[0].attempt == 2
+    # The second lease expires with max_attempts spent: the next claim dead-letters it and hands out nothing.
+    wait_until(lambda: claim(buf, "c") == [] and buf.stats().prompts_dead_lettered_total == 1, 30,
+               "the prompt to be dead-lettered")
     s = buf.stats()
     assert (s.prompts_dead_lettered_total, s.prompt_backlog, s.prompts_pending) == (1, 0, 0)
     dead = redis_server.client().xrange(buf.keys.dead)

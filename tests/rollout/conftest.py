@@ -21,6 +21,7 @@ from shared.grpc_client import create_channel, wait_serving
 from shared.grpc_server import GrpcServer
 from shared.redis_proc import free_port, start_redis
 from shared.weights import WeightStore, add_weight_service
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EUREKA = [sys.executable, "-m", "eureka_cli"]
@@ -147,16 +148,8 @@ class Stack:
 
 
 def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.1):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            value = predicate()
-        except grpc.RpcError:
-            value = None
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    """`wait_until`, with an RPC error counting as not yet."""
+    return wait_until(predicate, timeout_s, what, every_s, ignore=(grpc.RpcError,))
 
 
 def stop_proc(proc: subprocess.Popen) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import torch
 from eureka.v1 import rollout_pb2
@@ -40,7 +39,10 @@ def test_sync_mode_claims_only_at_the_published_version(stack, start_in_process)
     stack.store.publish(served + 1, perturbed(stack.model_path, seed=served + 11))
     ids = stack.enqueue(2, tag="sync")
     wait_for(lambda: w.worker.weights.failures >= 2, 30, "failed pulls")
-    time.sleep(1.0)  # long enough to generate a batch; in sync mode it must not
+    # Three more turns of the worker's loop, each a failed pull and no claim: an async worker would have
+    # claimed and generated on its first turn instead.
+    failures = w.worker.weights.failures
+    wait_for(lambda: w.worker.weights.failures >= failures + 3, 30, "three more sync-mode turns", every_s=0.01)
     assert w.worker.status().prompts_in_flight == 0 and stack.stats().groups_put_total == put_before
     assert w.worker.weights.version == served
     w.worker.weights.timeout_s = 30.0

@@ -12,7 +12,7 @@ import httpx
 from eureka.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2, reward_pb2, reward_pb2_grpc
 
 from eureka_cli.local.supervisor import eureka_argv
-from shared.logs import _KeyValueFormatter, get_logger
+from shared.logs import _KeyValueFormatter
 from tests.security.conftest import FRAGMENTS, REDIS_PASSWORD, SECRETS, TOKEN, reward_argv
 
 
@@ -93,4 +93,3 @@ def test_log_fields_named_like_secrets_are_masked() -> None:
                      "group_id": "p#1"}
     line = _KeyValueFormatter("test").format(record)
     assert not any(s in line for s in SECRETS) and "group_id=p#1" in line and "service_token=***" in line
-    assert get_logger("x") is not None

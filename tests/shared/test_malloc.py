@@ -38,9 +38,6 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again() -> None:
     tuned, faults = _faults("tuned")
     assert tuned
     assert faults < PAGES_PER_ROUND // 10, f"{faults} page faults in 5 rounds with the thresholds set"
-    untuned, default_faults = _faults("default")
-    assert not untuned
-    assert default_faults > 2 * PAGES_PER_ROUND, "glibc's defaults no longer refault: the thresholds may be moot"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
