@@ -42,9 +42,10 @@ for frame in published.frames_of(1000):
 
 group = buffer_pb2.TrajectoryGroup(group_id="p#1", prompt_id="p", attempt=1, samples=[
     buffer_pb2.Sample(response_token_ids=[5, 300, 70000], behaviour_logprobs=[-0.5, -1.0, -2.0], reward=1.0)])
-sampled = Sampled(kept=[("1-0", group.SerializeToString())], filtered=["2-0"], stale=["3-0"])
+sampled = Sampled(1 << 20, kept=[("1-0", group.SerializeToString())], filtered=["2-0"], stale=["3-0"], more=True)
 assert sampled.message() == buffer_pb2.SampleGroupsResponse(
-    groups=[buffer_pb2.SampledGroup(entry_id="1-0", group=group)], filtered_entry_ids=["2-0"], stale_entry_ids=["3-0"])
+    groups=[buffer_pb2.SampledGroup(entry_id="1-0", group=group)], filtered_entry_ids=["2-0"], stale_entry_ids=["3-0"],
+    more=True)
 
 request = buffer_pb2.PutGroupsRequest(puts=[buffer_pb2.PutGroupRequest(group=group, claim_id="c", worker_id="w")])
 raw = request.SerializeToString()
