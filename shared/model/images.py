@@ -21,8 +21,8 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 PATCH_SIZE = 14
 MERGE_SIZE = 2
 TEMPORAL_PATCH_SIZE = 2
-MIN_PIXELS = 56 * 56
-MAX_PIXELS = 28 * 28 * 1280
+MIN_PIXELS = 4 * 28 * 28  # the recipe's defaults (RecipeConfig.min_pixels / max_pixels, MM-Eureka's bounds)
+MAX_PIXELS = 640 * 28 * 28
 
 
 def smart_resize(

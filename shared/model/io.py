@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.model.images import MAX_PIXELS, MIN_PIXELS
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
 
@@ -83,12 +85,51 @@ def set_vision_frozen(model: Any, frozen: bool) -> None:
         p.requires_grad_(not frozen)
 
 
-def save_model(model: Any, tokenizer: Any, path: str | Path) -> None:
-    """Save weights (safetensors), config, generation config and tokenizer in the HF layout."""
+def save_model(model: Any, tokenizer: Any, path: str | Path, min_pixels: int = MIN_PIXELS,
+               max_pixels: int = MAX_PIXELS) -> None:
+    """Save weights (safetensors, in the model's dtype), config, tokenizer and the processor files in the HF layout."""
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(p), safe_serialization=True)
     tokenizer.save_pretrained(str(p))
+    write_processor_files(p, tokenizer, min_pixels, max_pixels)
+
+
+# Qwen2-VL's chat layout (render_chat's, no default system prompt): each image part is one placeholder.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' or 'image' in part %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def write_processor_files(path: str | Path, tokenizer: Any, min_pixels: int = MIN_PIXELS,
+                          max_pixels: int = MAX_PIXELS) -> None:
+    """What vLLM and `AutoProcessor` need beside the weights: `preprocessor_config.json` (the image bounds the
+    project resizes to), `chat_template.jinja`, and a `generation_config.json` stopping at the stop tokens."""
+    import json
+
+    from shared.model import images
+
+    p = Path(path)
+    processor = {
+        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
+        "do_convert_rgb": True, "do_resize": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": list(images.IMAGE_MEAN), "image_std": list(images.IMAGE_STD),
+        "min_pixels": min_pixels, "max_pixels": max_pixels,
+        "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        "patch_size": images.PATCH_SIZE, "temporal_patch_size": images.TEMPORAL_PATCH_SIZE,
+        "merge_size": images.MERGE_SIZE,
+    }
+    (p / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+    (p / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    if not (p / "generation_config.json").is_file():
+        stops = generation_stop_ids(tokenizer)
+        config = {"eos_token_id": stops, "pad_token_id": tokenizer.pad_token_id, "do_sample": True}
+        (p / "generation_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def generation_stop_ids(tokenizer: Any) -> list[int]:

@@ -14,6 +14,8 @@ def batch_inputs(model: Any, inputs: PromptInputs, responses: list[list[int]]) -
     """Model kwargs for prompt + each response, right-padded (the prompt sits at the same positions in every row)."""
     import torch
 
+    from shared.model.prompts import mm_token_type_ids
+
     prompt = list(inputs.input_ids)
     seqs = [prompt + list(r) for r in responses]
     width = max(len(s) for s in seqs)
@@ -28,6 +30,7 @@ def batch_inputs(model: Any, inputs: PromptInputs, responses: list[list[int]]) -
     if inputs.pixel_values is not None:
         kwargs["pixel_values"] = inputs.pixel_values.to(device).repeat(len(seqs), 1)
         kwargs["image_grid_thw"] = inputs.image_grid_thw.to(device).repeat(len(seqs), 1)
+        kwargs["mm_token_type_ids"] = mm_token_type_ids(kwargs["input_ids"], model.config.image_token_id)
     return kwargs
 
 

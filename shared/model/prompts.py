@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.model.images import MAX_PIXELS, MIN_PIXELS
+
 if TYPE_CHECKING:
     import torch
     from PIL import Image
@@ -132,9 +134,10 @@ def load_image(data: bytes = b"", uri: str = "") -> Image.Image:
 
 def build_prompt_inputs(
     prompt: common_pb2.Prompt, tokenizer: Any, mode: str = "instruct", max_prompt_tokens: int = 3000,
-    system_prompt: str | None = None,
+    system_prompt: str | None = None, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
 ) -> PromptInputs:
-    """Token ids (image pads expanded to each grid) plus pixel_values/image_grid_thw for one prompt."""
+    """Token ids (image pads expanded to each grid) plus pixel_values/image_grid_thw for one prompt; images are
+    resized into [min_pixels, max_pixels] (the recipe's bounds)."""
     from shared.model.images import image_token_count, preprocess_images
 
     messages = parse_messages(prompt.messages_json)
@@ -142,7 +145,7 @@ def build_prompt_inputs(
     pixel_values = grid = None
     counts: list[int] = []
     if images:
-        pixel_values, grid = preprocess_images(images)
+        pixel_values, grid = preprocess_images(images, min_pixels, max_pixels)
         counts = image_token_count(grid)
     text = render_chat(messages, counts, mode, system_prompt)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -154,9 +157,17 @@ def build_prompt_inputs(
     return PromptInputs(input_ids=list(ids), pixel_values=pixel_values, image_grid_thw=grid)
 
 
-def batch_inputs(prompts: list[PromptInputs], pad_id: int, device: str = "cpu", dtype: Any = None) -> dict[str, Any]:
+def mm_token_type_ids(input_ids: torch.Tensor, image_token_id: int) -> torch.Tensor:
+    """1 on image placeholder tokens, 0 elsewhere: transformers computes Qwen2.5-VL's 3-D (M-RoPE) positions only
+    when it is given these (without them an image prompt gets text positions, unlike vLLM and the real model)."""
+    return (input_ids == image_token_id).int()
+
+
+def batch_inputs(prompts: list[PromptInputs], pad_id: int, device: str = "cpu", dtype: Any = None,
+                 image_token_id: int | None = None) -> dict[str, Any]:
     """Model kwargs for several prompts in one `generate` call: ids left-padded to one width (mask 0 on the
-    padding; Qwen2.5-VL's rope positions follow the mask), every image's patches concatenated in prompt order.
+    padding; Qwen2.5-VL's rope positions follow the mask), every image's patches concatenated in prompt order,
+    and `mm_token_type_ids` (from `image_token_id`, the model's `config.image_token_id`) for the M-RoPE positions.
     Generated tokens then start at column `input_ids.shape[1]` in every row."""
     import torch
 
@@ -172,4 +183,7 @@ def batch_inputs(prompts: list[PromptInputs], pad_id: int, device: str = "cpu", 
         pixel_values = torch.cat([p.pixel_values for p in with_images])
         kwargs["pixel_values"] = pixel_values.to(device, dtype=dtype or pixel_values.dtype)
         kwargs["image_grid_thw"] = torch.cat([p.image_grid_thw for p in with_images]).to(device)
+        if image_token_id is None:
+            raise ValueError("batch_inputs needs image_token_id (the model's config.image_token_id) for image prompts")
+        kwargs["mm_token_type_ids"] = mm_token_type_ids(kwargs["input_ids"], image_token_id)
     return kwargs

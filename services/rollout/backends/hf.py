@@ -104,7 +104,8 @@ class HfBackend(Backend):
             if abort.is_set():
                 raise GenerationAborted("the worker is draining")
             record, gather, gathered = _recorder(spec.temperature, self.suppress, abort)
-            inputs = batch_inputs([r.inputs for r in requests], self.pad_id, self.device, self.model.dtype)
+            inputs = batch_inputs([r.inputs for r in requests], self.pad_id, self.device, self.model.dtype,
+                                  self.model.config.image_token_id)
             with torch.inference_mode():
                 out = self.model.generate(
                     **inputs,
