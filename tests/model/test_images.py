@@ -29,6 +29,9 @@ def _hf_input(images: list[Image.Image]) -> list[Image.Image]:
     return [_to_rgb(im) for im in images]
 
 
+BOUNDS = {"shortest_edge": 4 * 28 * 28, "longest_edge": 640 * 28 * 28}  # the recipe's, preprocess_images' defaults
+
+
 def _random_images() -> list[Image.Image]:
     rng = np.random.default_rng(7)
     sizes = [(112, 112), (100, 150), (37, 300), (1200, 1000), (20, 20)]
@@ -54,7 +57,7 @@ def test_matches_hf_pil_processor_live() -> None:
     from shared.model.images import preprocess_images
 
     images = _random_images()
-    ref = Qwen2VLImageProcessorPil()(_hf_input(images), return_tensors="np")
+    ref = Qwen2VLImageProcessorPil(size=BOUNDS)(_hf_input(images), return_tensors="np")
     pixel_values, grid = preprocess_images(images)
     assert grid.tolist() == ref["image_grid_thw"].tolist()
     np.testing.assert_array_equal(pixel_values.numpy(), ref["pixel_values"])
@@ -70,7 +73,7 @@ def test_matches_hf_torchvision_processor_live() -> None:
     from shared.model.images import preprocess_images
 
     images = _reference_images()
-    ref = Qwen2VLImageProcessor()(_hf_input(images), return_tensors="np")
+    ref = Qwen2VLImageProcessor(size=BOUNDS)(_hf_input(images), return_tensors="np")
     pixel_values, grid = preprocess_images(images)
     assert grid.tolist() == ref["image_grid_thw"].tolist()
     # torchvision's bicubic resize rounds differently from PIL's by at most a grey level here and there.

@@ -23,7 +23,9 @@ def _inputs(tok, png):
 def _manual(model, inputs, response, temperature=1.0):
     ids = torch.tensor([inputs.input_ids + response])
     with torch.no_grad():
-        logits = model(input_ids=ids, pixel_values=inputs.pixel_values, image_grid_thw=inputs.image_grid_thw).logits
+        types = (ids == model.config.image_token_id).int()  # Qwen2.5-VL's M-RoPE positions for the image tokens
+        logits = model(input_ids=ids, pixel_values=inputs.pixel_values, image_grid_thw=inputs.image_grid_thw,
+                       mm_token_type_ids=types).logits
     logp = torch.log_softmax(logits[0].float() / temperature, -1)
     p = len(inputs.input_ids)
     return torch.stack([logp[p - 1 + t, tok] for t, tok in enumerate(response)])
