@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ CHART = REPO / "charts"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 KUBE_VERSION = "1.37.0"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
 def helm_binary() -> str:
@@ -94,3 +96,37 @@ def stop_process(proc: subprocess.Popen, sig: signal.Signals = signal.SIGTERM, g
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         return proc.wait()
+
+
+@functools.cache
+def crd_schema(kind: str, api_version: str) -> dict:
+    """The published openAPIV3Schema of a custom resource (tests/deploy/schemas/), made strict the way
+    `kubectl apply --validate=strict` is: unknown fields are refused wherever the schema lists the known ones."""
+    group, _, version = api_version.partition("/")
+    path = SCHEMAS / f"{kind}-{group}-{version}.json.gz"
+    assert path.exists(), f"no published schema for {kind} {api_version} in {SCHEMAS}"
+    with gzip.open(path, "rt") as f:
+        schema = json.load(f)["schema"]
+
+    def strict(node: object) -> None:
+        if isinstance(node, dict):
+            if ("properties" in node and "additionalProperties" not in node
+                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+                node["additionalProperties"] = False
+            for child in node.values():
+                strict(child)
+        elif isinstance(node, list):
+            for child in node:
+                strict(child)
+
+    strict(schema)
+    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta is checked by the API server itself
+    return schema
+
+
+def validate_custom_resource(doc: dict) -> list[str]:
+    """Errors of a rendered custom resource against its published schema (empty = valid)."""
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(crd_schema(doc["kind"], doc["apiVersion"]))
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message[:300]}" for e in validator.iter_errors(doc)]

@@ -18,7 +18,8 @@ import yaml
 from shared.process import terminate
 from tests.conftest import free_port
 
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h",
+                "$namespace": ".*", "$release": ".*"}  # the dashboards' variables at "All"
 
 
 def promql(expr: str) -> str:

@@ -1,5 +1,6 @@
-"""The Helm chart: lint, render with every CI value set, validate against the Kubernetes schemas (strict, offline),
-and check the promises of the issue on the rendered objects (non-root, probes, scaling, RBAC, monitoring)."""
+"""The Helm chart: lint, render with every CI value set, validate against the Kubernetes schemas (strict, offline)
+and the custom resources against their projects' published schemas, and check the promises of the issue on the
+rendered objects (non-root, probes, scaling, RBAC, monitoring)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,36 @@ import pytest
 import yaml
 
 from tests.deploy.helpers import (CHART, CI_VALUES, DASHBOARDS, KUBE_VERSION, env_of, find, one, pod_spec, rendered,
-                                  run_helm)
+                                  run_helm, validate_custom_resource)
 
-# Custom resources have no schema in kubernetes-validate; their fields are checked by the tests below.
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor"}
+# Custom resources: kubernetes-validate has no schema for them; they are checked against their published CRDs.
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor", "PrometheusRule",
+             "LeaderWorkerSet"}
 SCENARIOS = [(), *[("-f", str(p)) for p in CI_VALUES],
              ("--api-versions", "keda.sh/v1alpha1", "--set", "rollout.autoscaling.enabled=true"),
-             ("--api-versions", "monitoring.coreos.com/v1")]
-IDS = ["default", *[p.name for p in CI_VALUES], "keda-detected", "monitoring-crds"]
+             ("--api-versions", "monitoring.coreos.com/v1"),
+             ("-f", str(CHART / "ci/multinode-values.yaml"), "--api-versions", "leaderworkerset.x-k8s.io/v1")]
+IDS = ["default", *[p.name for p in CI_VALUES], "keda-detected", "monitoring-crds", "multinode-lws-detected"]
 
 
 def test_ci_scenarios_cover_the_issue() -> None:
     names = {p.name for p in CI_VALUES}
-    assert {"gpu-values.yaml", "keda-values.yaml", "builtin-autoscaler-values.yaml", "token-tls-values.yaml"} <= names
+    assert {"gpu-values.yaml", "keda-values.yaml", "builtin-autoscaler-values.yaml", "token-tls-values.yaml",
+            "multinode-values.yaml", "multinode-lws-values.yaml"} <= names
+
+
+def test_every_custom_resource_kind_the_chart_makes_is_validated() -> None:
+    made = {d["kind"] for args in SCENARIOS for d in rendered(*args)}
+    assert CRD_KINDS <= made, f"no scenario renders {sorted(CRD_KINDS - made)}"
+
+
+def test_a_custom_resource_with_an_unknown_field_fails_its_schema() -> None:
+    (lws,) = find(rendered("-f", str(CHART / "ci/multinode-lws-values.yaml")), "LeaderWorkerSet")
+    broken = json.loads(json.dumps(lws))
+    broken["spec"]["leaderWorkerTemplate"]["sise"] = 2
+    broken["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["imagePullPolicy"] = 3
+    errors = validate_custom_resource(broken)
+    assert any("sise" in e for e in errors) and any("imagePullPolicy" in e for e in errors), errors
 
 
 @pytest.mark.parametrize("values", [None, *CI_VALUES], ids=["default", *[p.name for p in CI_VALUES]])
@@ -38,6 +56,8 @@ def test_rendered_manifests_validate_strictly(args: tuple[str, ...]) -> None:
     assert docs
     for doc in docs:
         if doc["kind"] in CRD_KINDS:
+            errors = validate_custom_resource(doc)
+            assert not errors, f"{doc['kind']}/{doc['metadata']['name']}: {errors}"
             continue
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
@@ -151,11 +171,12 @@ def _autoscaling_kinds(docs: list[dict]) -> set[str]:
 
 @pytest.mark.parametrize(
     ("api_versions", "expected"),
-    [((), {"Role"}), (("external.metrics.k8s.io/v1beta1",), {"HorizontalPodAutoscaler"}),
+    # An external metrics API alone (another adapter, or KEDA's own) says nothing of the backlog metric: builtin.
+    [((), {"Role"}), (("external.metrics.k8s.io/v1beta1",), {"Role"}),
      (("keda.sh/v1alpha1", "external.metrics.k8s.io/v1beta1"), {"ScaledObject"})],
-    ids=["builtin", "hpa", "keda"],
+    ids=["builtin", "external-metrics-only", "keda"],
 )
-def test_auto_mode_picks_keda_then_hpa_then_builtin(api_versions: tuple[str, ...], expected: set[str]) -> None:
+def test_auto_mode_picks_keda_else_builtin(api_versions: tuple[str, ...], expected: set[str]) -> None:
     args = ["--set", "rollout.autoscaling.enabled=true"]
     for v in api_versions:
         args += ["--api-versions", v]
@@ -172,16 +193,20 @@ def test_keda_scaled_object_targets_rollout_on_the_backlog() -> None:
     assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 16)
     (trigger,) = so["spec"]["triggers"]
     assert trigger["type"] == "prometheus"
-    assert trigger["metadata"]["query"] == 'sum(eureka_buffer_prompt_backlog{namespace="ml"})'
+    # keda-values turns the Prometheus Operator monitors on: their `release` label narrows the query.
+    assert trigger["metadata"]["query"] == 'sum(eureka_buffer_prompt_backlog{namespace="ml", release="eureka"})'
     assert trigger["metadata"]["threshold"] == "32"
+    assert trigger["metadata"]["serverAddress"] == "http://prometheus-operated.monitoring.svc.cluster.local:9090"
 
 
 def test_keda_redis_streams_trigger_authenticates_with_the_redis_secret() -> None:
     docs = rendered("-f", str(CHART / "ci/keda-redis-values.yaml"))
     (trigger,) = one(docs, "ScaledObject", "eureka-rollout")["spec"]["triggers"]
     assert trigger["type"] == "redis-streams"
-    assert trigger["metadata"] == {"address": "eureka-redis:6379", "stream": "eureka:prompts",
-                                   "consumerGroup": "rollout", "pendingEntriesCount": "64"}
+    # KEDA resolves names from its own namespace: fully qualified. lagCount (entries not yet delivered to the
+    # group) is the work waiting for a worker; pendingEntriesCount counts claimed prompts and cannot scale up.
+    assert trigger["metadata"] == {"address": "eureka-redis.ml.svc.cluster.local:6379", "stream": "eureka:prompts",
+                                   "consumerGroup": "rollout", "lagCount": "64"}
     auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "eureka-redis", "key": "password"}]
     # KEDA's operator must reach Redis through the NetworkPolicy.
@@ -238,14 +263,15 @@ def test_autoscaler_env_names_are_fields_of_its_config() -> None:
             assert name.removeprefix("EUREKA_").split("__")[0].lower() in fields, name
 
 
-def test_monitoring_crds_give_a_monitor_and_no_annotations() -> None:
+def test_monitoring_crds_give_a_monitor_and_keep_the_annotations() -> None:
     docs = rendered("--api-versions", "monitoring.coreos.com/v1")
     pm = one(docs, "PodMonitor", "eureka")
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    # Annotations stay as the fallback for annotation-based scrape configs beside the operator.
     for d in find(docs, "Deployment"):
-        assert "prometheus.io/scrape" not in d["spec"]["template"]["metadata"].get("annotations", {})
+        assert d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     sm = one(rendered("-f", str(CHART / "ci/keda-values.yaml")), "ServiceMonitor", "eureka")
-    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["metadata"]["labels"]["release"] == "monitoring"  # monitoring.release, as keda-values sets it
     assert sm["spec"]["endpoints"][0]["port"] == "metrics"
 
 

@@ -34,7 +34,9 @@ def test_dashboards_are_well_formed() -> None:
         assert dash["uid"] not in uids
         uids.add(dash["uid"])
         assert dash["title"].startswith("Eureka / ")
-        assert [v["name"] for v in dash["templating"]["list"]] == ["datasource"]
+        assert [v["name"] for v in dash["templating"]["list"]] == ["datasource", "namespace", "release"]
+        for var in dash["templating"]["list"][1:]:
+            assert var["includeAll"] and var["allValue"] == ".*", var["name"]  # "All" also matches unlabelled series
         ids = [p["id"] for p in dash["panels"]]
         assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
         for panel in dash["panels"]:
@@ -43,6 +45,12 @@ def test_dashboards_are_well_formed() -> None:
             assert {"x", "y", "w", "h"} <= set(panel["gridPos"])
             for t in panel["targets"]:
                 assert t["expr"].strip() and t["refId"], panel["title"]
+
+
+def test_every_series_in_the_dashboards_is_filtered_by_namespace_and_release() -> None:
+    selector = re.compile(r'\beureka_[a-z0-9_]+\{namespace=~"\$namespace", release=~"\$release"[,}]')
+    for name, title, expr in dashboard_exprs():
+        assert len(METRIC.findall(expr)) == len(selector.findall(expr)), f"{name} / {title}: {expr}"
 
 
 @pytest.mark.parametrize("name", REQUIRED_PANELS)

@@ -1,5 +1,5 @@
 """The Redis container commands of the chart and of the compose file, run for real with redis-server: AOF on,
-the password required and taken from the environment, and never on a process's command line."""
+maxmemory with noeviction, the password required and taken from the environment, and never on a process's command line."""
 
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ def test_redis_command_requires_the_password_keeps_aof_and_hides_the_password(sc
             redis.Redis(port=port, socket_timeout=5).ping()
         assert authed.config_get("appendonly") == {"appendonly": "yes"}
         assert authed.config_get("dir")["dir"] == str(tmp_path)
+        # A memory cap under the container's limit, and writes refused at it instead of keys evicted.
+        assert authed.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert int(authed.config_get("maxmemory")["maxmemory"]) == int(2 * 2**30 * 0.75)
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()  # `exec`: the shell became redis-server
         assert b"redis-server" in cmdline and PASSWORD.encode() not in cmdline
     finally:
