@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,9 +165,15 @@ def stop_proc(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, tiny_path: Path) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack"), tiny_path, lease_s=3) as st:
+        yield st
+
+
+@contextmanager
+def running_stack(tmp: Path, tiny_path: Path, lease_s: float) -> Iterator[Stack]:
+    """Start the stack's processes and servers (buffer with this lease); stop them all on exit."""
     from shared.model.io import load_model
 
-    tmp = tmp_path_factory.mktemp("stack")
     redis = start_redis(tmp / "redis")
     store = WeightStore()
     store.publish(0, load_model(tiny_path).state_dict())
@@ -176,7 +183,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_path: Path) -> Iterator
     env = {**os.environ, "EUREKA_REDIS__PASSWORD": redis.password}
     st.procs.append(subprocess.Popen(
         [*EUREKA, "buffer", "serve", "--port", str(st.buffer_port), "--metrics-port", "0", "--redis.url", redis.url,
-         "--lease-s", "3", "--max-attempts", "5"],
+         "--lease-s", str(lease_s), "--max-attempts", "5"],
         cwd=REPO, env=env,
         stdout=open(tmp / "buffer.log", "w"), stderr=subprocess.STDOUT))  # noqa: SIM115
     st.start_reward()
