@@ -203,6 +203,16 @@ def test_the_multi_node_scenario_renders_the_learner_group_with_its_rendezvous_e
                                                       "app.kubernetes.io/component": "learner"}}}]} in rules
 
 
+def test_the_multi_node_command_is_a_module_of_the_image() -> None:
+    import importlib.util
+
+    c = container(one(rendered(*MULTI), "StatefulSet", "eureka-learner"))
+    module = c["command"][c["command"].index("-m") + 1]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} (the multi-node launcher, CONTRACTS item 1) is not in this tree yet")
+    assert module.startswith("services.learner.")
+
+
 def test_one_node_keeps_the_local_spawn() -> None:
     c = container(one(rendered(), "StatefulSet", "eureka-learner"))
     assert c["args"] == ["learner", "run"] and "command" not in c and "NNODES" not in env_of(c)
