@@ -12,18 +12,33 @@ from shared.model.io import generation_stop_ids, load_model, load_tokenizer
 from shared.model.logprobs import response_logprobs
 from shared.model.prompts import build_prompt_inputs
 from shared.grpc_client import wait_serving
+from shared.weights import deserialize_state_dict
 from tests.rollout.conftest import MAX_TOKENS, N_SAMPLES, channel, perturbed, wait_for
 
 RUNNING = rollout_pb2.WORKER_STATE_RUNNING
 
 
+NAMES = ("worker-a", "worker-b")
+
+
 @pytest.fixture(scope="module")
-def workers(stack):
-    started = [stack.start_worker("worker-a"), stack.start_worker("worker-b")]
-    for proc, port in started:
+def pool(stack) -> list:
+    return [stack.start_worker(name) for name in NAMES]
+
+
+@pytest.fixture
+def workers(stack, pool):
+    """Two running workers on the published version: a worker an earlier test killed is started again, so
+    the tests hold in any order."""
+    for i, (proc, _) in enumerate(pool):
+        if proc.poll() is not None:
+            pool[i] = stack.start_worker(NAMES[i])
+    version = stack.store.snapshot().version
+    for proc, port in pool:
         wait_for(lambda p=port: stack.status(p).state == RUNNING, 120, "worker RUNNING")
         wait_serving(channel(port), timeout_s=10)  # health turns SERVING once the worker runs
-    return started
+        wait_for(lambda p=port: stack.status(p).policy_version == version, 60, f"worker on version {version}")
+    return pool
 
 
 def max_logprob_diff(groups, model_path, state_dict=None) -> float:
@@ -43,13 +58,14 @@ def max_logprob_diff(groups, model_path, state_dict=None) -> float:
 
 
 def test_groups_arrive_with_shapes_versions_and_teacher_forced_logprobs(stack, workers):
+    version = stack.store.snapshot().version
     ids = stack.enqueue(4)
     groups = stack.take_groups(ids)
     tok = load_tokenizer(stack.model_path)
     stops = set(generation_stop_ids(tok))
     for g in groups:
         assert g.group_id == f"{g.prompt_id}#{g.attempt}" and g.attempt == 1
-        assert g.policy_version == 0
+        assert g.policy_version == version
         assert g.worker_id in ("worker-a", "worker-b")
         assert list(g.prompt_token_ids) == build_prompt_inputs(g.prompt, tok).input_ids
         assert len(g.samples) == N_SAMPLES
@@ -64,23 +80,26 @@ def test_groups_arrive_with_shapes_versions_and_teacher_forced_logprobs(stack, w
                 assert s.finish_reason == "length" and n == MAX_TOKENS
             assert s.response_text == tok.decode(list(s.response_token_ids), skip_special_tokens=True)
             assert s.reward == pytest.approx(s.accuracy + 0.5 * s.format)
-    diff = max_logprob_diff(groups, stack.model_path)
+    published = stack.store.snapshot()
+    served = None if version == 0 else deserialize_state_dict(published.blob)
+    diff = max_logprob_diff(groups, stack.model_path, served)
     print(f"behaviour vs teacher-forced log-prob max abs diff (float32): {diff:.3e}")
     assert diff < 1e-3
 
 
 def test_publishing_a_version_switches_both_workers_within_one_batch(stack, workers):
-    v1 = perturbed(stack.model_path, seed=7)
-    stack.store.publish(1, v1)
-    for _, port in workers:  # idle workers pull too, so both serve v1 before their next batch
-        wait_for(lambda p=port: stack.status(p).policy_version == 1, 30, "worker on version 1")
+    new = stack.store.snapshot().version + 1
+    v1 = perturbed(stack.model_path, seed=7 + new)
+    stack.store.publish(new, v1)
+    for _, port in workers:  # idle workers pull too, so both serve the new version before their next batch
+        wait_for(lambda p=port: stack.status(p).policy_version == new, 30, f"worker on version {new}")
     ids = stack.enqueue(4)
     groups = stack.take_groups(ids)
-    assert {g.policy_version for g in groups} == {1}
+    assert {g.policy_version for g in groups} == {new}
     diff = max_logprob_diff(groups, stack.model_path, v1)
-    print(f"version 1: behaviour vs teacher-forced max abs diff: {diff:.3e}")
+    print(f"version {new}: behaviour vs teacher-forced max abs diff: {diff:.3e}")
     assert diff < 1e-3
-    assert max_logprob_diff(groups[:1], stack.model_path) > 1e-2  # they are not version 0's log-probs
+    assert max_logprob_diff(groups[:1], stack.model_path) > 1e-2  # they are not the base model's log-probs
 
 
 def test_kill9_of_a_worker_loses_no_prompt(stack, workers):
