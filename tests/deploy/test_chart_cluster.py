@@ -385,3 +385,14 @@ def test_helm_test_checks_every_service_and_one_reward_call() -> None:
     assert c["args"][c["args"].index("--reward") + 1] == "eureka-reward:50051"
     assert env_of(c)["EUREKA_SECURITY__SERVICE_TOKEN"] == {"secretKeyRef": {"name": "eureka-token", "key": "token"}}
     assert not find(rendered("--set", "tests.enabled=false"), "Pod")
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["model.download.enabled=true", "model.download.source=hf://org/name"],
+     "model.download needs model.path"),
+    (["model.path=/m", "model.download.enabled=true", "model.download.source=hf://org/name",
+      "model.existingClaim=models"], "model.existingClaim and model.download are both set"),
+    (["model.path=/m", "model.download.enabled=true"], "model.download.source \"\" is neither hf://"),
+])
+def test_contradictory_model_values_fail_with_a_sentence(sets: list[str], message: str) -> None:
+    assert message in fails(*[a for s in sets for a in ("--set", s)])
