@@ -396,3 +396,10 @@ def test_helm_test_checks_every_service_and_one_reward_call() -> None:
 ])
 def test_contradictory_model_values_fail_with_a_sentence(sets: list[str], message: str) -> None:
     assert message in fails(*[a for s in sets for a in ("--set", s)])
+
+
+def test_one_node_takes_an_existing_checkpoint_claim_instead_of_a_template() -> None:
+    docs = rendered("--set", "learner.checkpoints.existingClaim=ck")
+    sts = one(docs, "StatefulSet", "eureka-learner")
+    assert "volumeClaimTemplates" not in sts["spec"] and not find(docs, "PersistentVolumeClaim")
+    assert mounts_at(pod_spec(sts), container(sts), "/checkpoints")["persistentVolumeClaim"] == {"claimName": "ck"}
