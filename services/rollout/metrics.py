@@ -25,6 +25,10 @@ PULL_SECONDS = histogram("eureka_rollout_weight_pull_seconds", "time to pull and
 PULL_FAILURES = counter(
     "eureka_rollout_weight_pull_failures_total", "weight pulls that kept the old version", ["reason"]
 )
+UPDATES = counter("eureka_rollout_weight_updates_total", "weight versions loaded", ["path"])  # grpc | broadcast
+BROADCAST_MISSED = counter(
+    "eureka_rollout_weight_broadcast_missed_total", "versions pulled over gRPC because no broadcast brought them"
+)
 PROMPTS_RELEASED = counter("eureka_rollout_prompts_released_total", "claimed prompts handed back", ["reason"])
 REWARD_ERRORS = counter("eureka_rollout_reward_item_errors_total", "Verify items not OK (scored 0)", ["status"])
 BATCH_ERRORS = counter("eureka_rollout_batch_errors_total", "batches abandoned on an RPC error", ["stage"])

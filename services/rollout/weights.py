@@ -3,6 +3,10 @@
 A pull either yields one whole verified version that the backend loads (all or nothing), or it fails
 (stream error, deadline, checksum, shape mismatch): the worker then keeps serving the old version and
 the failure is counted; the staleness bound in the buffer decides whether those samples are used.
+
+With the broadcast path on (`broadcast.enabled`), a receiver thread stages the versions the learner
+broadcasts; `refresh` loads a staged version first and pulls over gRPC only what no broadcast brought
+(a worker's first version, or a round it missed: counted in `eureka_rollout_weight_broadcast_missed_total`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from services.rollout import metrics
 from services.rollout.backends.base import Backend, WeightLoadError
 from shared.logs import get_logger
 from shared.weights import WeightPullError, pull_weights
+from shared.weights.receive import BroadcastReceiver
 
 log = get_logger("rollout.weights")
 
@@ -24,7 +29,8 @@ class WeightSync:
     """The version a backend serves and how to bring it up to date; used by the worker thread only."""
 
     def __init__(
-        self, channel: grpc.Channel, backend: Backend, timeout_s: float, version_timeout_s: float = 5.0
+        self, channel: grpc.Channel, backend: Backend, timeout_s: float, version_timeout_s: float = 5.0,
+        receiver: BroadcastReceiver | None = None,
     ) -> None:
         self.channel = channel
         self.stub = weights_pb2_grpc.WeightServiceStub(channel)
@@ -34,6 +40,8 @@ class WeightSync:
         self.version: int | None = None  # None until the first successful pull
         self.last_published: int | None = None  # the learner's version at the last check (None: no answer)
         self.failures = 0
+        self.receiver = receiver
+        self._published_at_broadcast: int | None = None  # what the learner's store said when we loaded a broadcast
 
     def published(self) -> int | None:
         """The learner's published version, or None (counted) when the weight service does not answer."""
@@ -52,9 +60,32 @@ class WeightSync:
         served before were thrown away, so the worker follows it back.
         """
         published = self.published()
+        changed = self._take_broadcast(published)
         if published is None or published == self.version:
+            return changed
+        if published == self._published_at_broadcast:
+            return changed  # the broadcast version is served; the learner's store publishes it right after
+        if self.receiver is not None and self.receiver.busy:
+            return changed  # a broadcast is on its way: take it before the next batch
+        return self.pull(published) or changed
+
+    def _take_broadcast(self, published: int | None) -> bool:
+        """Load the version the receiver staged, unless the learner has since published another (a restart)."""
+        staged = self.receiver.take() if self.receiver is not None else None
+        if staged is None or self.version is None or staged[0] == self.version:
             return False
-        return self.pull(published)
+        if published is not None and staged[0] < published:
+            return False  # older than what the learner serves now: pulled below instead
+        start = time.monotonic()
+        version, state_dict = staged
+        try:
+            self.backend.load_weights(state_dict)
+        except WeightLoadError as e:
+            self._failed("load", str(e))
+            return False
+        self._published_at_broadcast = published
+        self._swapped(version, len(state_dict), time.monotonic() - start, "broadcast")
+        return True
 
     def pull(self, min_version: int) -> bool:
         start = time.monotonic()
@@ -67,13 +98,21 @@ class WeightSync:
         except WeightLoadError as e:
             self._failed("load", str(e))
             return False
-        seconds = time.monotonic() - start
-        old, self.version = self.version, version
-        metrics.PULL_SECONDS.observe(seconds)
-        metrics.POLICY_VERSION.set(version)
-        log.info("weights swapped", old_version=old, policy_version=version, tensors=len(state_dict),
-                 seconds=f"{seconds:.3f}")
+        self._published_at_broadcast = None
+        if self.receiver is not None:
+            if self.version is not None:
+                metrics.BROADCAST_MISSED.inc()
+            self.receiver.pulled(state_dict)
+        metrics.PULL_SECONDS.observe(time.monotonic() - start)
+        self._swapped(version, len(state_dict), time.monotonic() - start, "grpc")
         return True
+
+    def _swapped(self, version: int, tensors: int, seconds: float, path: str) -> None:
+        old, self.version = self.version, version
+        metrics.POLICY_VERSION.set(version)
+        metrics.UPDATES.labels(path).inc()
+        log.info("weights swapped", old_version=old, policy_version=version, tensors=tensors, path=path,
+                 seconds=f"{seconds:.3f}")
 
     def _failed(self, reason: str, detail: str) -> None:
         self.failures += 1
