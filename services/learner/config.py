@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from shared.config import RecipeConfig, ServiceSettings
+from shared.weights.group import BroadcastConfig
 
 
 class LearnerConfig(ServiceSettings):
@@ -26,6 +27,9 @@ class LearnerConfig(ServiceSettings):
     consumer: str = Field("learner", min_length=1, max_length=128, description="buffer consumer name (stable)")
     weights_port: int = Field(50053, ge=0, le=65535, description="weight service gRPC port (0 = any free port)")
     metrics_port: int = Field(9104, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
+    broadcast: BroadcastConfig = Field(
+        BroadcastConfig(), description="broadcast path to the rollout workers (rank 0 hosts its store at broadcast.address)"
+    )
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     world_size: int = Field(1, ge=1, description="learner processes: started on this node, or set by torchrun")

@@ -111,6 +111,7 @@ class Rank0:
     driver: Any
     store: Any
     server: Any
+    hub: Any = None  # the broadcast sender, when broadcast.enabled
     unacked: list[str] = field(default_factory=list)
 
 
@@ -245,13 +246,26 @@ def _start_rank0(cfg: LearnerConfig, ckpt: state.Checkpoint | None, stop: Any) -
     serve_metrics(cfg.metrics_port)
     state.repair_tail(cfg.run_dir / state.DROPPED_LOG)
     state.repair_tail(cfg.run_dir / state.METRICS_LOG)
-    return Rank0(driver, store, server)
+    return Rank0(driver, store, server, _broadcast_hub(cfg))
+
+
+def _broadcast_hub(cfg: LearnerConfig) -> Any:
+    """The broadcast sender (its rendezvous store listens at broadcast.address); the vision tower is frozen."""
+    if not cfg.broadcast.enabled:
+        return None
+    from services.learner.engine import VISION_PREFIX
+    from shared.weights.hub import BroadcastHub
+
+    freeze = cfg.recipe.freeze_vision
+    return BroadcastHub(cfg.broadcast, frozen=lambda name: freeze and name.startswith(VISION_PREFIX))
 
 
 def _publish(eng: Any, r0: Rank0 | None, version: int) -> None:
     start = time.monotonic()
     sd = eng.consolidated_state_dict()  # every rank takes part under ZeRO-3
     if r0 is not None:
+        if r0.hub is not None:  # the joined workers first, then the gRPC store (what they would pull otherwise)
+            r0.hub.send(version, sd)
         r0.store.publish(version, sd)
         metrics.POLICY_VERSION.set(version)
         metrics.PUBLISH_SECONDS.observe(time.monotonic() - start)

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from shared.config import RecipeConfig, ServiceSettings, StrictModel
+from shared.weights.group import BroadcastConfig
 
 
 class VllmConfig(StrictModel):
@@ -51,6 +52,9 @@ class RolloutConfig(ServiceSettings):
     claim_wait_ms: int = Field(1000, ge=0, le=60000, description="how long a claim blocks for new prompts")
     reward_batch_items: int = Field(
         1024, ge=1, description="most samples per Verify call (the reward service's max_batch_items)"
+    )
+    broadcast: BroadcastConfig = Field(
+        BroadcastConfig(), description="receive versions by broadcast from the learner (its store at broadcast.address)"
     )
     weight_pull_timeout_s: float = Field(120.0, gt=0, description="deadline of one weight pull")
     weight_retry_s: float = Field(
