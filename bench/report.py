@@ -71,6 +71,9 @@ ROWS = (
     *(Row("weights", f"MB/s of the verified weight stream, {size} state dict", f"sizes.{i}.weight_stream_mb_s",
           "raw loopback TCP, same bytes and chunks", f"sizes.{i}.raw_tcp_mb_s", "MB/s", target=0.5)
       for i, size in enumerate(("100 MB", "1 GB"))),
+    *(Row("fanout", f"seconds to deliver a {size} version to 4 workers by broadcast (gloo, CPU)",
+          f"sizes.{i}.rows.2.broadcast_s", "4 gRPC pulls of the same version", f"sizes.{i}.rows.2.grpc_s",
+          target=2.0, **_TIMES) for i, size in enumerate(("100 MB", "1 GB"))),
     Row("demo", "held-out greedy accuracy after `make demo`'s run", "final.accuracy",
         "the base model, same problems", "base.accuracy", ""),
     Row("async_vs_sync", "training time, `eureka up --mode async`", "async.train_time_s",

@@ -23,6 +23,7 @@ import xxhash
 
 from shared.logs import get_logger
 from shared.weights.group import (
+    ALIGN,
     BroadcastConfig,
     Layout,
     abort,
@@ -68,6 +69,7 @@ class BroadcastHub:
         self._round = 0
         self._frozen_digest: str | None = None
         self._lock = threading.Lock()  # one round at a time
+        self._group: tuple[tuple[str, ...], Any, int] | None = None  # (members, process group, round it was formed)
         self.frozen_bytes_sent = 0  # stays 0: the counter tests and metrics read
         self.trainable_bytes_sent = 0
 
@@ -161,25 +163,31 @@ class BroadcastHub:
         result.rounds += 1
         for ticket in members:
             self.store.set(f"assign/{ticket}", json.dumps({"round": r}))
-        ready = {t: members[t] for t in self._ready(r, members)}
+        ready = dict(sorted(((t, members[t]) for t in self._ready(r, members)), key=lambda tw: tw[1]))
         if len(ready) < len(members):
             log.warning("workers not ready for the round, left to pull", round=r,
                         workers=[w for t, w in members.items() if t not in ready])
-        self.store.set(f"go/{r}", json.dumps({"members": list(ready), "layout": layout.to_json()}))
+        workers = tuple(ready.values())  # ranks 1, 2, ... in worker id order: the same set keeps its group
+        if self._group is not None and self._group[0] != workers:
+            abort(self._group[1])  # membership changed: the group is formed anew
+            self._group = None
+        formed = self._group[2] if self._group is not None else r
+        self.store.set(f"go/{r}", json.dumps({"members": list(ready), "group": formed, "layout": layout.to_json()}))
         if not ready:
             return [], []
-        group, error = None, ""
+        error = ""
         try:
-            group = make_group(self.cfg, self.store, r, 0, len(ready) + 1)
-            result.bytes_sent += self._stream(group, layout, state_dict, on_bucket)
+            if self._group is None:
+                self._group = (workers, make_group(self.cfg, self.store, r, 0, len(ready) + 1), r)
+            result.bytes_sent += self._stream(self._group[1], layout, state_dict, on_bucket)
         except RuntimeError as e:  # a member died or hung
             error = str(e).splitlines()[0][:200]
         if error:  # abort and drop the group (outside the handler, whose traceback holds it) so the others fail now
-            abort(group)
-            group = None
+            if self._group is not None:
+                abort(self._group[1])
+            self._group = None
             log.warning("broadcast round failed; the members that join again get it in a new round", round=r,
                         policy_version=layout.version, error=error)
-        group = None
         return self._outcome(r, ready)
 
     def _outcome(self, r: int, ready: dict[int, str]) -> tuple[list[str], list[str]]:
@@ -210,13 +218,17 @@ class BroadcastHub:
         import torch
 
         starts, total = offsets(layout)
-        pieces = [(s, flat_bytes(state_dict[name])) for s, (name, *_) in zip(starts, layout.tensors, strict=True)]
-        bucket = torch.zeros(min(self.cfg.bucket_bytes, max(total, 1)), dtype=torch.uint8, device=bucket_device(self.cfg))
+        pieces = []
+        for start, (name, _, _, nbytes) in zip(starts, layout.tensors, strict=True):
+            pieces.append((start, flat_bytes(state_dict[name])))
+            pad = -nbytes % ALIGN
+            if pad:
+                pieces.append((start + nbytes, torch.zeros(pad, dtype=torch.uint8)))
+        bucket = torch.empty(min(self.cfg.bucket_bytes, max(total, 1)), dtype=torch.uint8, device=bucket_device(self.cfg))
         digest = xxhash.xxh3_128(seed=layout.version)
         i = 0
         for n, (off, length) in enumerate(buckets(total, self.cfg.bucket_bytes)):
             view = bucket[:length]
-            view.zero_()
             while i < len(pieces) and pieces[i][0] < off + length:  # copy every piece that overlaps the bucket
                 start, data = pieces[i]
                 lo, hi = max(start, off), min(start + len(data), off + length)

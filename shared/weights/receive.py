@@ -60,6 +60,7 @@ class BroadcastReceiver:
         self._pulled = threading.Event()
         self._stop = threading.Event()
         self._store: Any = None
+        self._group: tuple[int, Any] | None = None  # (round it was formed in, process group), kept while members stay
         self._thread = threading.Thread(target=self._run, name="weights-receive", daemon=True)
 
     def start(self) -> None:
@@ -151,10 +152,13 @@ class BroadcastReceiver:
             raise RoundFailed(f"left out of round {r} (not ready in time)")
         layout = Layout.from_json(spec["layout"])
         self.busy = True
-        group, error = None, ""
+        error = ""
         try:
-            group = make_group(self.cfg, store, r, spec["members"].index(ticket) + 1, len(spec["members"]) + 1)
-            state_dict = self._receive(group, layout)
+            if self._group is None or self._group[0] != spec["group"]:  # membership changed: a new group
+                self._group = None
+                rank, world = spec["members"].index(ticket) + 1, len(spec["members"]) + 1
+                self._group = (spec["group"], make_group(self.cfg, store, spec["group"], rank, world))
+            state_dict = self._receive(self._group[1], layout)
             with self._lock:  # staged before `busy` drops, so the worker never pulls a version on its way
                 self._staged = (layout.version, state_dict)
             self.received += 1
@@ -162,9 +166,9 @@ class BroadcastReceiver:
             error = str(e).splitlines()[0][:200]
         finally:
             self.busy = False
-        if error:  # abort and drop the group (outside the handler, whose traceback holds it) so the others fail now
-            abort(group)
-        group = None
+        if error and self._group is not None:  # abort and drop the group (outside the handler, whose traceback
+            abort(self._group[1])  # holds it) so the others fail now
+            self._group = None
         store.set(f"done/{r}/{ticket}", b"failed" if error else b"ok")
         if error:
             raise RoundFailed(f"round {r} for version {layout.version} failed: {error}")
