@@ -164,7 +164,8 @@ def main() -> None:
     sizes = [run_size(mb, args.workers, args.repeats) for mb in args.sizes_mb]
     at4 = [next((r["ratio"] for r in s["rows"] if r["workers"] == 4), None) for s in sizes]
     write_result({
-        "bench": "fanout", "machine": machine(), "load_average_1m": {"start": load_start, "end": load_1m()}, "backend": "gloo (CPU, 127.0.0.1)",
+        "bench": "fanout", "machine": machine(), "load_average_1m": {"start": load_start, "end": load_1m()},
+        "backend": "gloo (CPU, 127.0.0.1)",
         "bucket_bytes": BUCKET_BYTES, "repeats": args.repeats, "sizes": sizes,
         "ratio_at_4": dict(zip([f"{s['size_mb']}MB" for s in sizes], at4, strict=True)), "target_ratio_at_4": 2.0,
         "projection_7b_16_pods_100gbit": project(sizes[-1]),

@@ -229,7 +229,9 @@ def _start_rank0(cfg: LearnerConfig, ckpt: state.Checkpoint | None, stop: Any) -
     from shared.grpc_client import create_channel
     from shared.grpc_server import GrpcServer
     from shared.metrics import serve_metrics
+    from services.learner.engine import VISION_PREFIX
     from shared.weights import WeightStore, add_weight_service
+    from shared.weights.hub import BroadcastHub
 
     data = read_jsonl(cfg.data_path, cfg.image_root)
     for line in data.skipped:
@@ -246,18 +248,8 @@ def _start_rank0(cfg: LearnerConfig, ckpt: state.Checkpoint | None, stop: Any) -
     serve_metrics(cfg.metrics_port)
     state.repair_tail(cfg.run_dir / state.DROPPED_LOG)
     state.repair_tail(cfg.run_dir / state.METRICS_LOG)
-    return Rank0(driver, store, server, _broadcast_hub(cfg))
-
-
-def _broadcast_hub(cfg: LearnerConfig) -> Any:
-    """The broadcast sender (its rendezvous store listens at broadcast.address); the vision tower is frozen."""
-    if not cfg.broadcast.enabled:
-        return None
-    from services.learner.engine import VISION_PREFIX
-    from shared.weights.hub import BroadcastHub
-
-    freeze = cfg.recipe.freeze_vision
-    return BroadcastHub(cfg.broadcast, frozen=lambda name: freeze and name.startswith(VISION_PREFIX))
+    frozen = VISION_PREFIX if cfg.recipe.freeze_vision else None  # never broadcast: in every worker's first pull
+    return Rank0(driver, store, server, BroadcastHub(cfg.broadcast, frozen) if cfg.broadcast.enabled else None)
 
 
 def _publish(eng: Any, r0: Rank0 | None, version: int) -> None:

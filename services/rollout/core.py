@@ -25,7 +25,6 @@ from services.rollout.backends.base import Backend, Completion, GenerationAborte
 from services.rollout.config import RolloutConfig
 from services.rollout.weights import WeightSync
 from shared.logs import get_logger
-from shared.weights.receive import BroadcastReceiver
 
 if TYPE_CHECKING:
     from shared.model.prompts import PromptInputs
@@ -66,7 +65,8 @@ class Worker:
         self.worker_id = worker_id
         self.buffer = buffer_pb2_grpc.BufferServiceStub(buffer)
         self.reward = reward_pb2_grpc.RewardServiceStub(reward)
-        self.weights = WeightSync(weights, backend, cfg.weight_pull_timeout_s, receiver=_receiver(cfg, worker_id))
+        self.weights = WeightSync(weights, backend, cfg.weight_pull_timeout_s, broadcast=cfg.broadcast,
+                                  worker_id=worker_id)
         recipe = cfg.recipe
         self.spec = SamplingSpec(n=recipe.n_samples, temperature=recipe.temperature, top_p=recipe.top_p,
                                  max_new_tokens=recipe.max_response_tokens)
@@ -345,11 +345,3 @@ class Worker:
         log.warning("rpc failed, backing off", stage=stage, code=error.code().name, detail=error.details())
         self.stop.wait(self.cfg.rpc_backoff_s)
 
-
-def _receiver(cfg: RolloutConfig, worker_id: str) -> BroadcastReceiver | None:
-    """The broadcast receiver thread, started, when broadcast.enabled."""
-    if not cfg.broadcast.enabled:
-        return None
-    receiver = BroadcastReceiver(cfg.broadcast, worker_id)
-    receiver.start()
-    return receiver

@@ -20,6 +20,7 @@ from services.rollout import metrics
 from services.rollout.backends.base import Backend, WeightLoadError
 from shared.logs import get_logger
 from shared.weights import WeightPullError, pull_weights
+from shared.weights.group import BroadcastConfig
 from shared.weights.receive import BroadcastReceiver
 
 log = get_logger("rollout.weights")
@@ -30,7 +31,7 @@ class WeightSync:
 
     def __init__(
         self, channel: grpc.Channel, backend: Backend, timeout_s: float, version_timeout_s: float = 5.0,
-        receiver: BroadcastReceiver | None = None,
+        broadcast: BroadcastConfig | None = None, worker_id: str = "",
     ) -> None:
         self.channel = channel
         self.stub = weights_pb2_grpc.WeightServiceStub(channel)
@@ -40,7 +41,9 @@ class WeightSync:
         self.version: int | None = None  # None until the first successful pull
         self.last_published: int | None = None  # the learner's version at the last check (None: no answer)
         self.failures = 0
-        self.receiver = receiver
+        self.receiver = BroadcastReceiver(broadcast, worker_id) if broadcast is not None and broadcast.enabled else None
+        if self.receiver is not None:
+            self.receiver.start()  # a daemon thread: it joins rounds until the process ends
         self._published_at_broadcast: int | None = None  # what the learner's store said when we loaded a broadcast
 
     def published(self) -> int | None:

@@ -58,11 +58,11 @@ class RoundResult:
 
 
 class BroadcastHub:
-    """Hosts the rendezvous store and sends versions; `frozen` names the tensors that never change."""
+    """Hosts the rendezvous store and sends versions; tensors under `frozen_prefix` never change (never sent)."""
 
-    def __init__(self, cfg: BroadcastConfig, frozen: Callable[[str], bool] = lambda name: False) -> None:
+    def __init__(self, cfg: BroadcastConfig, frozen_prefix: str | None = None) -> None:
         self.cfg = cfg
-        self.frozen = frozen
+        self.frozen_prefix = frozen_prefix
         self.store = connect_store(cfg, is_master=True, timeout_s=cfg.op_timeout_s)
         self._seen = 0  # tickets read so far
         self._pending: dict[int, dict[str, Any]] = {}  # join records read, not yet in a round
@@ -101,13 +101,16 @@ class BroadcastHub:
                      bytes=result.bytes_sent, seconds=f"{result.seconds:.3f}")
             return result
 
+    def _is_frozen(self, name: str) -> bool:
+        return self.frozen_prefix is not None and name.startswith(self.frozen_prefix)
+
     def _layout(self, version: int, state_dict: dict[str, torch.Tensor]) -> Layout:
-        frozen = [n for n in state_dict if self.frozen(n)]
+        frozen = [n for n in state_dict if self._is_frozen(n)]
         if self._frozen_digest is None:  # frozen tensors do not change: hashed once
             self._frozen_digest = frozen_digest(state_dict, frozen)
             self.store.set("frozen", json.dumps({"names": frozen, "digest": self._frozen_digest}))
         tensors = [(n, dtype_name(t), list(t.shape), t.numel() * t.element_size())
-                   for n, t in state_dict.items() if not self.frozen(n)]
+                   for n, t in state_dict.items() if not self._is_frozen(n)]
         return Layout(version, tensors, self._frozen_digest)
 
     def _read_tickets(self) -> None:
@@ -224,7 +227,8 @@ class BroadcastHub:
             pad = -nbytes % ALIGN
             if pad:
                 pieces.append((start + nbytes, torch.zeros(pad, dtype=torch.uint8)))
-        bucket = torch.empty(min(self.cfg.bucket_bytes, max(total, 1)), dtype=torch.uint8, device=bucket_device(self.cfg))
+        size = min(self.cfg.bucket_bytes, max(total, 1))
+        bucket = torch.empty(size, dtype=torch.uint8, device=bucket_device(self.cfg))
         digest = xxhash.xxh3_128(seed=layout.version)
         i = 0
         for n, (off, length) in enumerate(buckets(total, self.cfg.bucket_bytes)):

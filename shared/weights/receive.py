@@ -180,7 +180,8 @@ class BroadcastReceiver:
         starts, total = offsets(layout)
         staged = torch.empty(total, dtype=torch.uint8)
         on_device = bucket_device(self.cfg) != "cpu"
-        bucket = torch.empty(min(self.cfg.bucket_bytes, max(total, 1)), dtype=torch.uint8, device="cuda") if on_device else None
+        size = min(self.cfg.bucket_bytes, max(total, 1))
+        bucket = torch.empty(size, dtype=torch.uint8, device="cuda") if on_device else None
         digest = xxhash.xxh3_128(seed=layout.version)
         for off, length in buckets(total, self.cfg.bucket_bytes):
             target = staged[off : off + length]

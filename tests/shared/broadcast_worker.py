@@ -16,17 +16,14 @@ from shared.grpc_client import create_channel
 from shared.logs import setup_logging
 from shared.weights.frames import version_digest
 from shared.weights.group import BroadcastConfig
-from shared.weights.receive import BroadcastReceiver
 from shared.weights.safetensors_io import serialize_state_dict
 
 
 def main(weights_address: str, broadcast_json: str, model_path: str, worker_id: str) -> None:
     setup_logging("rollout")
     backend = HfBackend(model_path)
-    receiver = BroadcastReceiver(BroadcastConfig.model_validate_json(broadcast_json), worker_id)
-    receiver.start()
     sync = WeightSync(create_channel(weights_address, GrpcConfig(), SecurityConfig()), backend, 30.0,
-                      receiver=receiver)
+                      broadcast=BroadcastConfig.model_validate_json(broadcast_json), worker_id=worker_id)
     served = None
     while True:
         sync.refresh()

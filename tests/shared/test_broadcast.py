@@ -70,7 +70,7 @@ def learner(tiny_model_dir: Path) -> Iterator[tuple]:
     server.start()
     cfg = BroadcastConfig(enabled=True, address=f"127.0.0.1:{free_port()}", bucket_bytes=256 << 10,
                           join_timeout_s=3.0, op_timeout_s=20.0, retries=1)
-    hub = BroadcastHub(cfg, frozen=lambda name: name.startswith(VISION))
+    hub = BroadcastHub(cfg, frozen_prefix=VISION)
     _publish(hub, store, 0, sd)  # no worker has joined yet: the round has no members
     yield store, server, hub, cfg, sd
     server.stop(0)
