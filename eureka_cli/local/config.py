@@ -27,7 +27,9 @@ SMALL_WORLD_RECIPE = RecipeConfig(
 class UpConfig(EurekaSettings):
     """`eureka up`: Redis + reward + buffer + learner + rollout workers on 127.0.0.1, then the held-out eval."""
 
-    run_dir: Path = Field(Path("runs/demo"), description="config, logs, metrics.jsonl, checkpoints, curves.png, summary.json")
+    run_dir: Path | None = Field(
+        None, description="config, logs, metrics.jsonl, checkpoints, curves.png, summary.json "
+        "(default: a new runs/demo-<UTC time>)")
     resume: bool = Field(False, description="continue the run in run_dir from its last checkpoint")
     mode: Literal["async", "sync"] = Field("async", description="async (max_staleness) or sync (OpenRLHF schedule)")
     steps: int = Field(60, ge=1, description="learner steps (= policy versions)")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from eureka_cli.local import run_folder
 from eureka_cli.local.config import UpConfig
 from eureka_cli.local.progress import Progress, scrape_total
 from eureka_cli.local.supervisor import ProcessDied, Supervisor, eureka_argv
@@ -34,12 +35,15 @@ def raise_interrupt(signum: int, frame: object) -> None:
 
 def main(cfg: UpConfig) -> int:
     setup_logging("up")
-    run_dir = cfg.run_dir.resolve()
-    learner_dir = run_dir / "learner"
-    if (learner_dir / "checkpoint.json").exists() and not cfg.resume:
-        print(f"eureka up: {run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    try:
+        run_dir = run_folder.claim(cfg.run_dir, "demo", resume=cfg.resume, holds_run="learner/checkpoint.json",
+                                   command="up")
+    except run_folder.RunFolderRefused as e:
+        print(e)
         return 2
-    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"eureka up: run folder {run_dir}", flush=True)
+    cfg = cfg.model_copy(update={"run_dir": run_dir})
+    learner_dir = run_dir / "learner"
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"service_token"})))
     signal.signal(signal.SIGINT, raise_interrupt)
     signal.signal(signal.SIGTERM, raise_interrupt)
@@ -101,7 +105,7 @@ def evaluate(sup: Supervisor, name: str, model: Path, data: Path, cfg: UpConfig,
 
 
 def start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str, train: Path, base: Path,
-                    learner_dir: Path) -> dict[str, int]:
+                    learner_dir: Path, learner_extra: list[str] | None = None) -> dict[str, int]:
     from shared.config import GrpcConfig, SecurityConfig
     from shared.grpc_client import create_channel, wait_serving
 
@@ -119,7 +123,7 @@ def start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str,
         "--world-size", str(cfg.learner_procs), "--zero-stage", str(cfg.zero_stage), "--total-steps", str(cfg.steps),
         "--checkpoint-every", str(cfg.checkpoint_every), "--buffer-address", f"127.0.0.1:{p['buffer']}",
         "--weights-port", str(p["weights"]), "--metrics-port", str(p["m_learner"]), "--mode", cfg.mode,
-        "--seed", str(cfg.seed), "--resume", json.dumps(cfg.resume), *recipe), env)
+        "--seed", str(cfg.seed), "--resume", json.dumps(cfg.resume), *recipe, *(learner_extra or [])), env)
     for i in range(cfg.rollout_workers):
         p[f"rollout{i}"], p[f"m_rollout{i}"] = free_port(), free_port()
         sup.start(f"rollout{i}", eureka_argv(
