@@ -76,13 +76,16 @@ def _jsonl(path: Path) -> list[dict]:
 
 def figures_table(report: dict) -> str:
     """The markdown figures of one chaos run (what docs/RELIABILITY.md shows between its markers)."""
-    rows = ["| fault | count | down (kill → serving), max s | progress after restart, mean / max s |",
-            "|---|---|---|---|"]
+    rows = ["| fault | planned | delivered | down (fault → serving), max s | progress after restart, mean / max s |",
+            "|---|---|---|---|---|"]
     for kind, f in report["faults"].items():
-        rows.append(f"| {kind} | {f['n']} | {f['down_s_max']} | {f['progress_s_mean']} / {f['progress_s_max']} |")
+        rows.append(f"| {kind} | {f['planned']} | {f['n']} | {f['down_s_max']} | "
+                    f"{f['progress_s_mean']} / {f['progress_s_max']} |")
     r = report
     lines = [
-        f"Seed {r['seed']}, {r['steps']} steps, {r['kills']} kills in {r['chaos_time_s']} s of training under faults "
+        f"Seed {r['seed']}, {r['steps']} steps, {r['faults_delivered']} of {r['faults_planned']} planned faults "
+        f"delivered ({r['kills']} of {r['kills_planned']} kills) in {r['chaos_time_s']} s under faults, "
+        f"{r['held_after_training_s']} s of it holding the trained pipeline "
         f"({r['wall_time_s']} s with both evaluations); learner resumes from a checkpoint (log lines, one per rank): "
         f"{r['learner_resumed_from_checkpoint']}; unplanned exits: {len(r['unplanned_exits'])}.",
         "",

@@ -1,4 +1,5 @@
-"""Pipeline chaos: a short `eureka chaos` run (every process kind killed at least once, a pause, a slow reward).
+"""Pipeline chaos: a short `eureka chaos` run (every process kind killed at least once, a rollout SIGTERM, a pause,
+a slow reward), and a run whose plan cannot be delivered failing.
 
 Run alone: `.venv/bin/python -m pytest tests/chaos/test_pipeline_chaos.py -m chaos -s` (or `make chaos`);
 about 8 minutes on 2 shared cores (plus building the cached base if it is missing;
@@ -36,8 +37,8 @@ def _run_and_check(run_dir: Path) -> None:
     argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "8",
             "--checkpoint-every", "2", "--eval-limit", "20", "--chaos-seed", SEED,
             "--kills-rollout", "2", "--kills-reward", "1", "--kills-buffer", "1", "--kills-learner", "1",
-            "--kills-redis", "1", "--warmup-s", "5", "--fault-interval-s", "6", "--pause-s", "35",
-            "--slow-reward-s", "10", "--docs", "", *(["--model-path", MODEL] if MODEL else [])]
+            "--kills-redis", "1", "--sigterms-rollout", "1", "--warmup-s", "5", "--min-interval-s", "6",
+            "--pause-s", "35", "--slow-reward-s", "10", *(["--model-path", MODEL] if MODEL else [])]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     out = done.stdout + done.stderr
     assert "lost=0 duplicated=0" in out, out[-4000:]
@@ -48,7 +49,31 @@ def _run_and_check(run_dir: Path) -> None:
     assert report["prompts_unaccounted"] == 0
     assert report["steps_ok"], (report["final_step"], report["final_policy_version"])
     assert report["acknowledged"] == report["trained"] + report["dropped"] + report["pending_at_end"]
-    for kind in ("rollout", "reward", "buffer", "learner", "redis"):
-        assert report["faults"][kind]["n"] >= 1, report["faults"]
+    assert report["delivered"] == report["planned"], report["faults"]
+    assert report["kills"] == report["kills_planned"] == 6
+    assert report["fault_failures"] == [], report["fault_failures"]
+    assert (run_dir / "chaos.md").is_file()
     print(f"\nlost={report['lost']} duplicated={report['duplicated']} kills={report['kills']} "
           f"acknowledged={report['acknowledged']} trained={report['trained']} pending={report['pending_at_end']}")
+
+
+@pytest.mark.chaos
+def test_a_plan_the_run_cannot_hold_fails_the_run() -> None:
+    """Holding off, a 2-step run and a first fault due long after it: nothing can be delivered, exit 1."""
+    root = Path(tempfile.mkdtemp(prefix="eureka-chaos-test-"))
+    try:
+        run_dir = root / "run"
+        argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "2",
+                "--checkpoint-every", "1", "--eval-limit", "4", "--hold-training", "false", "--warmup-s", "3600",
+                "--kills-rollout", "1", "--kills-reward", "0", "--kills-buffer", "0", "--kills-learner", "0",
+                "--kills-redis", "1", "--sigterms-rollout", "0", "--pause-s", "0", "--slow-reward-s", "0",
+                *(["--model-path", MODEL] if MODEL else [])]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        out = done.stdout + done.stderr
+        assert done.returncode == 1, out[-4000:]
+        assert "delivered 0 of 2 planned faults (rollout 0/1, redis 0/1): training ended first" in out, out[-4000:]
+        report = json.loads((run_dir / "chaos.json").read_text())
+        assert report["planned"] == {"rollout": 1, "redis": 1} and report["faults_delivered"] == 0
+        assert report["lost"] == 0 and report["duplicated"] == 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

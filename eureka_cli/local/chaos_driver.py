@@ -1,0 +1,238 @@
+"""The fault driver of `eureka chaos`: lays the planned faults over the training actually left and delivers each.
+
+Pacing: before each fault the interval is the training time left (steps left x the measured step time)
+spread over the faults left, never under `min_interval_s`. Holding: the learner runs with
+`--hold-after-done`, so when training ends before the schedule, the pipeline keeps serving its final
+weights (rollouts keep generating and putting, every process still killable) until every planned fault is
+delivered; then the driver stops the learner. Without holding, faults left when training ends are
+undelivered, and `eureka chaos` fails.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from eureka_cli.local.chaos_faults import KINDS, Fault, FaultKinds
+from eureka_cli.local.supervisor import Supervisor
+from shared.logs import get_logger
+from shared.redis_proc import RedisProc
+
+log = get_logger("chaos")
+
+HOLDING = "serving the final weights until stopped"  # the learner's log line when it holds after its last step
+
+
+@dataclass
+class Plan:
+    order: list[str]  # fault kinds, in schedule order
+
+    @property
+    def planned(self) -> dict[str, int]:
+        """Faults planned per kind, in report order."""
+        n = Counter(self.order)
+        return {k: n[k] for k in KINDS if n[k]}
+
+
+def make_plan(counts: dict[str, int], side: dict[str, bool], seed: int) -> Plan:
+    """Kill kinds shuffled by `seed`; the pause third and the slow reward sixth (or last, when fewer)."""
+    kinds = [k for k, n in counts.items() for _ in range(n)]
+    random.Random(seed).shuffle(kinds)
+    for kind, at in (("pause", 2), ("slow", 5)):
+        if side.get(kind):
+            kinds.insert(min(at, len(kinds)), kind)
+    return Plan(kinds)
+
+
+class Driver:
+    """Runs a plan against the live pipeline, measures recovery and counts what was delivered."""
+
+    def __init__(self, cfg, sup: Supervisor, redis: RedisProc, ports: dict[str, int], token: str) -> None:
+        self.cfg, self.sup, self.redis, self.ports, self.token = cfg, sup, redis, ports, token
+        self.lock = threading.Lock()  # one signal or restart at a time
+        self.rng = random.Random(cfg.chaos_seed)
+        self.faults: list[Fault] = []
+        self.delivered: Counter = Counter()
+        self.failures: list[str] = []  # checks a delivered fault did not pass (e.g. claims left after a SIGTERM)
+        self.crashes: list[str] = []  # processes that died without being killed by us
+        self.threads: list[threading.Thread] = []
+        self.side: list[threading.Thread] = []  # pause / slow: part of the schedule until they end
+        self.finished = threading.Event()  # training is over: stop waiting for restarted processes to serve
+        self.learner_dir = cfg.run_dir / "learner"
+        self.learner_log = cfg.run_dir / "logs" / "learner.log"
+        self.learner_ckpt_at_start = 0
+        self.learner_holds_at_start = 0
+        self.kinds = FaultKinds(self)
+
+    # --- the schedule -------------------------------------------------------------------------------------
+
+    def run(self, plan: Plan) -> None:
+        order = list(plan.order)
+        self.start = time.monotonic()
+        next_at = self.start + self.cfg.warmup_s
+        held_from: float | None = None
+        while True:
+            with self.lock:
+                done = self._watch()
+            if done:
+                break
+            now = time.monotonic()
+            if order and now >= next_at and self._first_step_done() and self._ready(order):
+                kind = order.pop(0)
+                self.kinds.inject(kind, round(now - self.start, 1))
+                next_at = time.monotonic() + self._interval(len(order))
+            holding = self.cfg.hold_training and self._holding()
+            if holding and held_from is None:
+                held_from = now
+                log.info("training done; holding it until the schedule is delivered", faults_left=len(order))
+            if holding and not order and not any(t.is_alive() for t in self.side):
+                self.sup.stop("learner")  # the schedule is delivered: end the hold (SIGTERM, exits 0)
+                break
+            self._resolve_progress()
+            time.sleep(0.3)
+        self.chaos_s = time.monotonic() - self.start
+        self.held_s = round(time.monotonic() - held_from, 1) if held_from else 0.0
+        self.finished.set()
+        for t in self.threads + self.side:
+            t.join()
+        self._resolve_progress()
+        if order:
+            log.warning("training ended before the schedule", left=len(order))
+
+    def _interval(self, faults_left: int) -> float:
+        """Training time left spread over the faults left (plus one gap before the end)."""
+        step, step_s = self._step_time()
+        if step_s is None or faults_left == 0:
+            return self.cfg.min_interval_s
+        left_s = max(0, self.cfg.steps - step) * step_s
+        return max(self.cfg.min_interval_s, left_s / (faults_left + 1))
+
+    def _step_time(self) -> tuple[int, float | None]:
+        """The learner's last step and the median of its last few step durations (faults included)."""
+        rows = self._metrics()
+        times = [r["time"] for r in rows]
+        gaps = [b - a for a, b in zip(times[-6:], times[-5:])]
+        return (rows[-1]["step"] if rows else 0), (statistics.median(gaps) if gaps else None)
+
+    def _metrics(self) -> list[dict]:
+        from shared.plots import read_jsonl
+
+        path = self.learner_dir / "metrics.jsonl"
+        return read_jsonl(path) if path.exists() else []
+
+    def _first_step_done(self) -> bool:
+        return bool(self._metrics())
+
+    def _ready(self, order: list[str]) -> bool:
+        """A learner kill waits until the learner committed a checkpoint (or holds) since its last start, so every
+        restart resumes from one; another kind goes first meanwhile."""
+        if order[0] != "learner" or self.learner_ready():
+            return True
+        other = next((j for j, k in enumerate(order) if k != "learner"), None)
+        if other is None:
+            return False
+        order.insert(0, order.pop(other))
+        return True
+
+    def learner_ready(self) -> bool:
+        return self.checkpoint_step() > self.learner_ckpt_at_start or self._holds() > self.learner_holds_at_start
+
+    def checkpoint_step(self) -> int:
+        from services.learner.state import read_checkpoint
+
+        ckpt = read_checkpoint(self.learner_dir)
+        return ckpt.step if ckpt else 0
+
+    def _holds(self) -> int:
+        if not self.learner_log.exists():
+            return 0
+        return sum(HOLDING in line for line in self.learner_log.read_text(errors="replace").splitlines())
+
+    def _holding(self) -> bool:
+        """The learner trained its last step and holds (since its last start)."""
+        return self.checkpoint_step() >= self.cfg.steps and self._holds() > self.learner_holds_at_start
+
+    # --- processes ----------------------------------------------------------------------------------------
+
+    def _watch(self) -> bool:
+        """True once the learner exited 0 (done); a process that died on its own is recorded and restarted."""
+        for name, m in list(self.sup.procs.items()):
+            if m.proc is None or m.expected_exit or m.proc.poll() is None:
+                continue
+            if name == "learner" and m.proc.returncode == 0:
+                return True
+            self.crashes.append(f"{name} exited with code {m.proc.returncode}")
+            log.error("process died on its own, restarting", process=name, code=m.proc.returncode, log=str(m.log_path))
+            self.restart(name)
+        if self.redis.proc.poll() is not None:
+            self.crashes.append(f"redis-server exited with code {self.redis.proc.returncode}")
+            self.restart_redis()
+        return False
+
+    def restart(self, name: str) -> None:
+        argv = list(self.sup.procs[name].argv)
+        if name == "learner":  # continue from the last committed checkpoint
+            argv[argv.index("--resume") + 1] = "true"
+            self.learner_ckpt_at_start = self.checkpoint_step()
+            self.learner_holds_at_start = self._holds()
+        self.sup.start(name, argv)
+
+    def restart_redis(self) -> None:
+        from shared.redis_proc import start_redis
+
+        r = self.redis
+        self.redis = start_redis(r.data_dir, port=r.port, password=r.password, fsync="always", timeout_s=120.0)
+
+    def live_rollouts(self, avoid: set[str]) -> str:
+        names = [f"rollout{w}" for w in range(self.cfg.rollout_workers)]
+        return self.rng.choice([n for n in names if n not in avoid] or names)
+
+    def record(self, fault: Fault) -> None:
+        fault.restarted_at = fault.restarted_at or time.time()
+        self.faults.append(fault)
+        self.delivered[fault.kind] += 1
+        log.info("fault", kind=fault.kind, target=fault.target)
+
+    def background(self, target, *args, side: bool = False) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        (self.side if side else self.threads).append(t)
+
+    def serving(self, fault: Fault, name: str, killed: float) -> None:
+        """down_s of a kill: until the restarted process answers its gRPC health check."""
+        from shared.config import GrpcConfig, SecurityConfig
+        from shared.grpc_client import create_channel, wait_serving
+
+        port = self.ports["weights" if name == "learner" else name]
+        channel = create_channel(f"127.0.0.1:{port}", GrpcConfig(), SecurityConfig(service_token=self.token))
+        end = time.monotonic() + 300.0
+        try:
+            while True:
+                try:
+                    wait_serving(channel, timeout_s=1.0)
+                    fault.down_s = round(time.monotonic() - killed, 2)
+                    return
+                except TimeoutError:
+                    # A rollout restarted late serves only after its first weight pull, which cannot come once
+                    # the learner has finished: give up then rather than hold the end of the run.
+                    if self.finished.is_set() or time.monotonic() > end:
+                        fault.down_s = -1.0
+                        return
+        finally:
+            channel.close()
+
+    def _resolve_progress(self) -> None:
+        """progress_s of each fault: from its restart to the first learner step recorded after it."""
+        open_faults = [f for f in self.faults if f.progress_s is None]
+        if not open_faults:
+            return
+        times = [r["time"] for r in self._metrics()]
+        for f in open_faults:
+            after = [t for t in times if t > f.restarted_at]
+            if after:
+                f.progress_s = round(min(after) - f.restarted_at, 2)
+

@@ -1,0 +1,146 @@
+"""The fault kinds of `eureka chaos`, each with its own count (`--kills-<kind>`, `--sigterms-rollout`, ...).
+
+A kind is a method `_<kind>` of `FaultKinds` that delivers one fault and records it with `Driver.record`;
+`KINDS` names them in report order. A new kind (a vLLM worker, one node of a two-node learner, a worker in a
+weight broadcast) is one more method, one more count in `ChaosConfig`, and one more entry here.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shared.logs import get_logger
+
+if TYPE_CHECKING:
+    from eureka_cli.local.chaos_driver import Driver
+
+log = get_logger("chaos")
+
+KILL_KINDS = ("rollout", "reward", "buffer", "learner", "redis")  # kill -9 and restart
+KINDS = (*KILL_KINDS, "rollout_sigterm", "pause", "slow")
+PREFIX = "eureka:"
+PROMPTS_GROUP = "rollout"  # the buffer's consumer group on the prompt stream
+
+
+@dataclass
+class Fault:
+    kind: str
+    target: str
+    at_s: float  # since the schedule start
+    down_s: float = 0.0  # kill -> restarted process answers its health check (SERVING / PING); -1: not before the end
+    progress_s: float | None = None  # restart -> the learner's next step
+    restarted_at: float = 0.0  # wall time (the learner's metrics carry wall times)
+    detail: str = ""
+
+
+class FaultKinds:
+    """Delivers one fault of a kind against the driver's pipeline."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.d = driver
+        self.paused: set[str] = set()
+
+    def inject(self, kind: str, at_s: float) -> None:
+        if kind in KILL_KINDS:
+            self._kill(kind, at_s)
+        else:
+            getattr(self, f"_{kind}")(at_s)
+
+    def _kill(self, kind: str, at_s: float) -> None:
+        d = self.d
+        with d.lock:
+            if kind == "redis":
+                start = time.monotonic()
+                d.redis.kill()
+                d.restart_redis()
+                d.record(Fault(kind, "redis-server", at_s, round(time.monotonic() - start, 2)))
+                return
+            target = d.live_rollouts(self.paused) if kind == "rollout" else kind
+            fault = Fault(kind, target, at_s)
+            d.sup.signal(target, signal.SIGKILL)
+            d.sup.wait(target)
+            killed = time.monotonic()
+            d.restart(target)
+            d.record(fault)
+        d.background(d.serving, fault, target, killed)
+
+    def _rollout_sigterm(self, at_s: float) -> None:
+        """SIGTERM of a rollout worker, as Kubernetes ends a pod: it must exit within the chart's grace period
+        (else SIGKILL) having released its claims, so none waits for a lease to expire; then a new one starts."""
+        d = self.d
+        with d.lock:
+            target = d.live_rollouts(self.paused)
+            self.paused.add(target)  # no pause lands on it while it drains
+            m = d.sup.procs[target]
+            m.expected_exit = True
+            start = time.monotonic()
+            d.sup.signal(target, signal.SIGTERM)
+        try:  # the driver's loop waits here: no other fault lands meanwhile
+            code = m.proc.wait(d.cfg.sigterm_grace_s)
+        except subprocess.TimeoutExpired:
+            d.sup.signal(target, signal.SIGKILL)
+            code = m.proc.wait()
+            d.failures.append(f"{target} did not exit within the {d.cfg.sigterm_grace_s} s grace period of a SIGTERM "
+                              "(killed)")
+        exit_s = round(time.monotonic() - start, 2)
+        with d.lock:
+            waiting = self._claims_waiting(target)
+            if code != 0:
+                d.failures.append(f"{target} exited with code {code} on SIGTERM")
+            if waiting:
+                d.failures.append(f"{target} left {waiting} claimed prompts waiting for a lease after its SIGTERM")
+            d.restart(target)
+            self.paused.discard(target)
+            fault = Fault("rollout_sigterm", target, at_s, exit_s, detail=f"exit {code}, claims waiting {waiting}")
+            d.record(fault)
+        d.background(d.serving, fault, target, start)
+
+    def _claims_waiting(self, worker: str) -> int:
+        """Prompts `worker` still holds in the buffer (claimed, neither put nor released)."""
+        r = self.d.redis.client()
+        try:
+            pending = r.xpending_range(PREFIX + "prompts", PROMPTS_GROUP, "-", "+", 10_000, consumername=worker)
+            released = {m.decode() if isinstance(m, bytes) else m for m in r.smembers(PREFIX + "prompts:released")}
+        finally:
+            r.close()
+        ids = [p["message_id"] for p in pending]
+        return sum((i.decode() if isinstance(i, bytes) else i) not in released for i in ids)
+
+    def _pause(self, at_s: float) -> None:
+        self.d.background(self._pause_run, at_s, side=True)
+
+    def _pause_run(self, at_s: float) -> None:
+        """SIGSTOP a rollout worker past its lease and its RPC deadlines, then SIGCONT."""
+        d = self.d
+        with d.lock:
+            name = d.live_rollouts(self.paused)
+            self.paused.add(name)
+            d.sup.signal(name, signal.SIGSTOP)
+        log.info("fault", kind="pause", target=name, seconds=d.cfg.pause_s)
+        time.sleep(d.cfg.pause_s)
+        with d.lock:
+            d.sup.signal(name, signal.SIGCONT)
+            self.paused.discard(name)
+            d.record(Fault("pause", name, at_s, d.cfg.pause_s))
+
+    def _slow(self, at_s: float) -> None:
+        self.d.background(self._slow_run, at_s, side=True)
+
+    def _slow_run(self, at_s: float) -> None:
+        """The reward service runs 1 s in 2.5 s for slow_reward_s (a slow dependency)."""
+        d = self.d
+        log.info("fault", kind="slow", target="reward", seconds=d.cfg.slow_reward_s)
+        end = time.monotonic() + d.cfg.slow_reward_s
+        while time.monotonic() < end:
+            with d.lock:
+                d.sup.signal("reward", signal.SIGSTOP)
+            time.sleep(1.5)
+            with d.lock:
+                d.sup.signal("reward", signal.SIGCONT)
+            time.sleep(1.0)
+        with d.lock:
+            d.record(Fault("slow", "reward", at_s, d.cfg.slow_reward_s))
