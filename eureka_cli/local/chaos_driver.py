@@ -75,6 +75,7 @@ class Driver:
         self.start = time.monotonic()
         next_at = self.start + self.cfg.warmup_s
         held_from: float | None = None
+        self.held_s = 0.0
         while True:
             with self.lock:
                 done = self._watch()
@@ -88,14 +89,15 @@ class Driver:
             holding = self.cfg.hold_training and self._holding()
             if holding and held_from is None:
                 held_from = now
-                log.info("training done; holding it until the schedule is delivered", faults_left=len(order))
             if holding and not order and not any(t.is_alive() for t in self.side):
+                self.held_s = round(now - held_from, 1)
                 self.sup.stop("learner")  # the schedule is delivered: end the hold (SIGTERM, exits 0)
                 break
+            if holding and held_from == now:
+                log.info("training done; holding it until the schedule is delivered", faults_left=len(order))
             self._resolve_progress()
             time.sleep(0.3)
         self.chaos_s = time.monotonic() - self.start
-        self.held_s = round(time.monotonic() - held_from, 1) if held_from else 0.0
         self.finished.set()
         for t in self.threads + self.side:
             t.join()
