@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 
 import pytest
 from eureka.v1 import rollout_pb2
@@ -22,8 +23,13 @@ NAMES = ("worker-a", "worker-b")
 
 
 @pytest.fixture(scope="module")
-def pool(stack) -> list:
-    return [stack.start_worker(name) for name in NAMES]
+def pool(stack) -> Iterator[list]:
+    """This module's worker processes, stopped at its end so that no other module's prompts go to them."""
+    started = [stack.start_worker(name) for name in NAMES]
+    yield started
+    for proc, _ in started:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture
