@@ -42,9 +42,17 @@ class RecipeConfig(StrictModel):
     filter_low: float = Field(0.1, ge=0, le=1, description="online filter: min mean accuracy of a kept group")
     filter_high: float = Field(0.9, ge=0, le=1, description="online filter: max mean accuracy of a kept group")
     max_staleness: int = Field(4, ge=0, description="max policy versions a sample may lag the learner")
-    rollout_batch_prompts: int = Field(128, ge=1, description="prompts per learner step")
+    rollout_batch_prompts: int = Field(128, ge=1, description="prompts per learner step (one policy version)")
+    mini_batches: int = Field(
+        8, ge=1, description="optimizer steps per rollout batch (MM-Eureka Qwen-7B: 1024 samples, 8 steps of 128)"
+    )
+    loss_agg: Literal["seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"] = Field(
+        "seq-mean-token-mean",
+        description="seq-mean-token-mean: mean over sequences of token means (OpenRLHF, MM-Eureka); token-mean: "
+        "over all tokens of a mini-batch (DAPO); seq-mean-token-sum-norm: token sums / max_response_tokens (Dr. GRPO)",
+    )
     lr: float = Field(1e-6, gt=0)
-    min_lr: float = Field(0.0, ge=0)
+    min_lr: float | None = Field(None, ge=0, description="end of the cosine decay (unset: 0.1 x lr, as MM-Eureka)")
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     adam_betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = Field(0.0, ge=0)
@@ -75,6 +83,8 @@ class RecipeConfig(StrictModel):
             raise ValueError(
                 f"min_pixels ({self.min_pixels}) is above max_pixels ({self.max_pixels}); set min_pixels <= max_pixels"
             )
+        if self.min_lr is None:  # unset, not overridden: the reference's 0.1 x lr
+            self.min_lr = 0.1 * self.lr
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) is above lr ({self.lr}); set min_lr <= lr")
         return self

@@ -33,10 +33,20 @@ class LearnerConfig(ServiceSettings):
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     world_size: int = Field(1, ge=1, description="learner processes: started on this node, or set by torchrun")
-    total_steps: int = Field(200, ge=1, description="optimizer steps (= policy versions) to train")
+    total_steps: int = Field(200, ge=1, description="rollout batches (= policy versions) to train; each is recipe.mini_batches optimizer steps")
     checkpoint_every: int = Field(10, ge=1, description="checkpoint (and ack) every this many steps; the last step always")
-    train_batch_groups: int | None = Field(None, ge=1, description="groups per step (None = recipe.rollout_batch_prompts)")
-    micro_batch_groups: int = Field(1, ge=1, description="groups per forward/backward on one process")
+    checkpoint_headroom: float = Field(
+        1.2, ge=1, description="free space asked for beyond the estimated size of one checkpoint (x that size)"
+    )
+    train_batch_groups: int | None = Field(
+        None, ge=1, description="groups per rollout batch = policy version (None = recipe.rollout_batch_prompts)"
+    )
+    micro_batch_sequences: int = Field(1, ge=1, description="sequences (prompt + one response) per forward/backward on one process")
+    logprob_chunk_tokens: int = Field(4096, ge=1, description="positions (over a micro batch's rows) per log-prob chunk")
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto", description="recompute each decoder layer in backward; auto: on on GPU"
+    )
+    save_hf_every: int = Field(0, ge=0, description="also export an HF checkpoint every this many steps (0 = only the final)")
     sample_wait_ms: int = Field(5000, ge=0, description="wait of one SampleGroups call before topping the backlog up again")
     seed: int = Field(0, description="torch seed")
     hold_after_done: bool = Field(
@@ -45,11 +55,12 @@ class LearnerConfig(ServiceSettings):
 
     @model_validator(mode="after")
     def _check(self) -> "LearnerConfig":
-        per_micro = self.world_size * self.micro_batch_groups
-        if self.batch_groups % per_micro:
+        per_step = self.recipe.mini_batches * self.world_size * self.micro_batch_sequences
+        if self.batch_sequences % per_step:
             raise ValueError(
-                f"train_batch_groups ({self.batch_groups}) must be a multiple of world_size x micro_batch_groups "
-                f"({self.world_size} x {self.micro_batch_groups}); change one of them"
+                f"a rollout batch of {self.batch_sequences} sequences (train_batch_groups x recipe.n_samples) must be "
+                f"a multiple of recipe.mini_batches x world_size x micro_batch_sequences "
+                f"({self.recipe.mini_batches} x {self.world_size} x {self.micro_batch_sequences}); change one of them"
             )
         if self.zero_stage == 3 and not self.recipe.freeze_vision:
             raise ValueError(
@@ -67,5 +78,19 @@ class LearnerConfig(ServiceSettings):
         return 0 if self.mode == "sync" else self.recipe.max_staleness
 
     @property
+    def batch_sequences(self) -> int:
+        return self.batch_groups * self.recipe.n_samples
+
+    @property
+    def mini_batch_sequences(self) -> int:
+        """Sequences of one optimizer step, over every rank."""
+        return self.batch_sequences // self.recipe.mini_batches
+
+    @property
     def grad_accum_steps(self) -> int:
-        return self.batch_groups // (self.world_size * self.micro_batch_groups)
+        """Micro batches of one process per optimizer step."""
+        return self.mini_batch_sequences // (self.world_size * self.micro_batch_sequences)
+
+    @property
+    def optimizer_steps(self) -> int:
+        return self.total_steps * self.recipe.mini_batches

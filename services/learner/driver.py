@@ -7,6 +7,7 @@ a compare-and-set on the buffer's cursor, so a restarted learner continues where
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -32,15 +33,27 @@ class Stopped(Exception):
 
 
 class Dataset:
-    """Dataset position (cursor) -> Prompt; epochs wrap around, prompt ids name epoch and index."""
+    """Dataset position (cursor) -> Prompt: each epoch a permutation of the records seeded by (seed, epoch), so
+    the order is shuffled, reshuffled per epoch and a function of the cursor alone (a resumed run continues it
+    exactly). Prompt ids name the epoch and the record's index in the file."""
 
-    def __init__(self, records: list[Record]) -> None:
+    def __init__(self, records: list[Record], seed: int = 0) -> None:
         if not records:
             raise ValueError("the dataset has no usable records; check the JSONL file")
         self.records = records
+        self.seed = seed
+        self._orders: dict[int, list[int]] = {}
+
+    def order(self, epoch: int) -> list[int]:
+        """Record indices in the order epoch `epoch` reads them."""
+        if epoch not in self._orders:
+            self._orders = {epoch: random.Random(f"{self.seed}:{epoch}").sample(range(len(self.records)),
+                                                                           len(self.records))}
+        return self._orders[epoch]
 
     def prompt(self, cursor: int) -> common_pb2.Prompt:
-        epoch, index = divmod(cursor, len(self.records))
+        epoch, position = divmod(cursor, len(self.records))
+        index = self.order(epoch)[position]
         return record_to_prompt(self.records[index], prompt_id=f"train:{epoch}:{index}", cursor=cursor)
 
 

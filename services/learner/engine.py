@@ -12,12 +12,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.learner.config import LearnerConfig
+from services.learner.loading import load_policy
+from services.learner.logprobs import PromptFeatures, image_features
 from services.learner.state import fsync_tree
 from shared.logs import get_logger
 from shared.redis_proc import free_port
+
+if TYPE_CHECKING:
+    from shared.model.prompts import PromptInputs
 
 log = get_logger("learner.engine")
 
@@ -50,9 +55,10 @@ def init_distributed() -> None:
 
 
 def ds_config(cfg: LearnerConfig, bf16: bool) -> dict[str, Any]:
+    """DeepSpeed's view of one optimizer step: a mini-batch of sequences over every rank."""
     return {
-        "train_batch_size": cfg.batch_groups,
-        "train_micro_batch_size_per_gpu": cfg.micro_batch_groups,
+        "train_batch_size": cfg.mini_batch_sequences,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_sequences,
         "gradient_accumulation_steps": cfg.grad_accum_steps,
         "gradient_clipping": cfg.recipe.grad_clip,
         "zero_optimization": {"stage": cfg.zero_stage},
@@ -107,6 +113,19 @@ class Engine:
         finally:
             del self.model.model.visual
 
+    @property
+    def lm_head(self) -> Any:
+        return self.model.lm_head
+
+    def prompt_features(self, inputs: PromptInputs, grad: bool) -> PromptFeatures:
+        """The prompt's image features from the vision tower, computed once for all of its samples."""
+        import torch
+
+        if inputs.pixel_values is None:
+            return PromptFeatures(list(inputs.input_ids))
+        with self.forward_ready(), torch.set_grad_enabled(grad):
+            return image_features(self.model, inputs)
+
     def consolidated_state_dict(self) -> dict[str, Any] | None:
         """The full state dict on rank 0 (None elsewhere). Under ZeRO-3 every rank must call this."""
         if self.zero_stage != 3:
@@ -143,27 +162,28 @@ def build_engine(cfg: LearnerConfig, model_path: Path) -> Engine:
     torch.manual_seed(cfg.seed)
     gpu = torch.cuda.is_available()
     bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and gpu)
-    model = load_model(model_path, dtype="float32", freeze_vision=cfg.recipe.freeze_vision)
+    ds = ds_config(cfg, bf16)
+    model, vision = load_policy(model_path, "bfloat16" if bf16 else "float32", cfg.zero_stage, ds,
+                                cfg.recipe.freeze_vision)
+    if cfg.gradient_checkpointing == "on" or (cfg.gradient_checkpointing == "auto" and gpu):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     r = cfg.recipe
     optimizer = torch.optim.AdamW(params, lr=r.lr, betas=r.adam_betas, weight_decay=r.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: cosine_lr(step, cfg.total_steps, r.lr, r.min_lr, r.warmup_ratio) / r.lr
+        optimizer, lambda step: cosine_lr(step, cfg.optimizer_steps, r.lr, r.min_lr, r.warmup_ratio) / r.lr
     )
-    vision = None
-    if cfg.zero_stage == 3:  # the frozen vision tower stays out of ZeRO-3 (see Engine.vision)
-        vision = model.model.visual
-        del model.model.visual
     engine, _, _, scheduler = deepspeed.initialize(
-        model=model, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config(cfg, bf16)
+        model=model, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler, config=ds
     )
     if vision is not None:
-        vision.to(engine.device, dtype=torch.bfloat16 if bf16 else torch.float32)
+        vision.to(engine.device)
     reference = None
     if r.kl_coef > 0:
         reference = load_model(model_path, dtype="bfloat16" if bf16 else "float32", device=str(engine.device))
         reference.requires_grad_(False)
     log.info("engine ready", zero_stage=cfg.zero_stage, bf16=bf16, world_size=engine.world_size,
-             trainable_params=sum(p.numel() for p in params), grad_accum_steps=cfg.grad_accum_steps)
+             trainable_params=sum(getattr(p, "ds_numel", p.numel()) for p in params), grad_accum_steps=cfg.grad_accum_steps,
+             mini_batches=r.mini_batches, gradient_checkpointing=model.is_gradient_checkpointing)
     return Engine(engine, scheduler, reference, cfg.zero_stage, vision)

@@ -46,7 +46,8 @@ def test_backlog_bound_and_cursor_compare_and_set(buffer_proc, dataset, clean_en
     assert buffer_proc.stats().cursor == 12
     stub = buffer_pb2_grpc.BufferServiceStub(buffer_proc.channel())
     ids = [c.prompt.prompt_id for c in stub.ClaimPrompts(buffer_pb2.ClaimPromptsRequest(worker_id="w", max_prompts=12)).prompts]
-    assert sorted(ids) == sorted(f"train:0:{i}" for i in range(3, 12))  # 0-2 were claimed above; none twice
+    # 0-2 were claimed above; none twice (prompt ids follow the shuffled order of the cursor)
+    assert sorted(ids) == sorted(again.dataset.prompt(c).prompt_id for c in range(3, 12))
 
 
 def test_sample_returns_a_full_filtered_batch_and_reports_drops(buffer_proc, dataset, clean_env) -> None:

@@ -24,17 +24,23 @@ def test_no_warmup_starts_at_lr() -> None:
 
 
 def test_ds_config_accumulates_to_the_train_batch(clean_env) -> None:
-    cfg = LearnerConfig(train_batch_groups=8, world_size=2, micro_batch_groups=2, zero_stage=3)
+    cfg = LearnerConfig(train_batch_groups=8, world_size=2, micro_batch_sequences=2, zero_stage=3,
+                        recipe={"n_samples": 8, "mini_batches": 4})
     ds = ds_config(cfg, bf16=False)
-    assert ds["gradient_accumulation_steps"] == 2
-    assert ds["train_batch_size"] == ds["train_micro_batch_size_per_gpu"] * 2 * 2 == 8
+    assert ds["gradient_accumulation_steps"] == 4  # 64 sequences / 4 mini-batches / (2 ranks x 2)
+    assert ds["train_batch_size"] == ds["train_micro_batch_size_per_gpu"] * 4 * 2 == 16
     assert ds["zero_optimization"]["stage"] == 3
     assert ds["gradient_clipping"] == cfg.recipe.grad_clip
 
 
 def test_config_refuses_a_batch_that_does_not_split(clean_env) -> None:
-    with pytest.raises(ValueError, match="multiple of world_size x micro_batch_groups"):
-        LearnerConfig(train_batch_groups=6, world_size=4)
+    with pytest.raises(ValueError, match="multiple of recipe.mini_batches x world_size x micro_batch_sequences"):
+        LearnerConfig(train_batch_groups=6, world_size=4, recipe={"n_samples": 3, "mini_batches": 1})
+
+
+def test_min_lr_defaults_to_a_tenth_of_lr(clean_env) -> None:
+    assert LearnerConfig(recipe={"lr": 3e-6}).recipe.min_lr == pytest.approx(3e-7)
+    assert LearnerConfig(recipe={"lr": 3e-6, "min_lr": 0.0}).recipe.min_lr == 0.0
 
 
 def test_sync_mode_means_no_staleness(clean_env) -> None:

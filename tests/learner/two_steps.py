@@ -31,9 +31,10 @@ def groups(flip: bool) -> list[buffer_pb2.TrajectoryGroup]:
 def main() -> None:
     stage, model, out = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     init_distributed()
-    cfg = LearnerConfig(zero_stage=stage, train_batch_groups=2, model_path=model, total_steps=5, recipe={"lr": 1e-3})
+    cfg = LearnerConfig(zero_stage=stage, train_batch_groups=2, model_path=model, total_steps=5,
+                        recipe={"lr": 1e-3, "n_samples": 4, "mini_batches": 2}, micro_batch_sequences=2)
     eng = build_engine(cfg, model)
-    norms = [train_step(eng, groups(flip), cfg.recipe, 1, 0).grad_norm for flip in (False, True)]
+    norms = [train_step(eng, groups(flip), cfg, step, 0, 1, 0).grad_norms[-1] for step, flip in enumerate((False, True))]
     torch.save({"norms": norms, "state_dict": {k: v.clone() for k, v in eng.consolidated_state_dict().items()}}, out)
 
 
