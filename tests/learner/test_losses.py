@@ -113,3 +113,37 @@ def test_k3_kl_and_entropy_terms() -> None:
 
 def test_masked_mean_of_empty_mask_is_zero() -> None:
     assert masked_mean(torch.ones(2, 2), torch.zeros(2, 2)).item() == 0.0
+
+
+def _agg_case():
+    """Two sequences of 1 and 3 tokens, token losses (loss_t = -A * ratio with ratio 1, weight 1): A = 2 and -1."""
+    logp = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1.0, 0, 0], [1, 1, 1]], dtype=torch.float64)
+    return logp, mask, torch.tensor([2.0, -1.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("agg", "expected"), [
+    # token losses: seq 0 [-2], seq 1 [1, 1, 1]
+    ("seq-mean-token-mean", (-2 / 1 + 3 / 3) / 2),  # mean over sequences of token means = -0.5
+    ("token-mean", (-2 + 3) / 4),  # over all 4 tokens = 0.25
+    ("seq-mean-token-sum-norm", (-2 + 3) / (8 * 2)),  # token sums / (L_max 8) / 2 sequences
+])
+def test_loss_aggregations_by_hand(agg: str, expected: float) -> None:
+    from services.learner.losses import token_weights
+
+    logp, mask, adv = _agg_case()
+    weights = token_weights(mask, agg, sequences=2, tokens=4, max_len=8)
+    out = policy_loss(logp, logp.detach(), logp.detach(), adv, mask, weights)
+    assert out.loss.item() == pytest.approx(expected)
+
+
+def test_micro_batch_shares_add_up_to_the_mini_batch_loss() -> None:
+    """Each micro batch weighs its tokens by the whole mini-batch's counts, so the shares sum to the loss."""
+    from services.learner.losses import token_weights
+
+    logp, mask, adv = _agg_case()
+    for agg in ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"):
+        whole = policy_loss(logp, logp.detach(), logp.detach(), adv, mask, token_weights(mask, agg, 2, 4, 8)).loss
+        parts = sum(policy_loss(logp[i : i + 1], logp[i : i + 1].detach(), logp[i : i + 1].detach(), adv[i : i + 1],
+                                mask[i : i + 1], token_weights(mask[i : i + 1], agg, 2, 4, 8)).loss for i in range(2))
+        assert parts.item() == pytest.approx(whole.item())
