@@ -147,13 +147,23 @@ def _forward_signals(procs: list[subprocess.Popen]) -> None:
 
 
 def _main() -> int:
+    from services.learner.preflight import refusal
     from shared.config import load_settings
-    from services.learner.main import main
+    from shared.logs import setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m services.learner.launch", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=None, help="YAML file (its `learner` section or top level)")
     args = parser.parse_args()
-    return main(load_settings(LearnerConfig, args.config, "learner"))
+    setup_logging("learner")
+    try:
+        settings = load_settings(LearnerConfig, args.config, "learner")
+        problem = refusal(settings)
+        if problem:
+            raise ValueError(problem)
+        return launch(settings)
+    except ValueError as e:
+        print(f"python -m services.learner.launch: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
