@@ -6,7 +6,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HELM_DIR := .tools/bin
 export PATH := $(CURDIR)/$(HELM_DIR):$(PATH)
 
-.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-fanout bench-async_vs_sync bench-demo bench-peer_trl bench-report clean
+.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-fanout bench-async_vs_sync bench-demo bench-signatures bench-peer_trl bench-report clean
 
 setup: apt venv proto helm
 
@@ -74,7 +74,7 @@ BENCHES := reward buffer rollout weights fanout
 bench: $(addprefix bench-,$(BENCHES))
 
 # A static pattern rule: make applies no implicit (`bench-%:`) rule to a .PHONY target, so that did nothing.
-$(addprefix bench-,$(BENCHES) async_vs_sync demo): bench-%: setup
+$(addprefix bench-,$(BENCHES) async_vs_sync demo signatures): bench-%: setup
 	$(PY) bench/$*.py
 
 # docs/BENCHMARKS.md and the README's demo table from the committed bench/results/*.json (stdlib only).

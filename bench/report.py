@@ -150,6 +150,10 @@ def demo_table(found: dict[str, dict]) -> str:
         f"| accuracy | {base['accuracy']:.3f} | {final['accuracy']:.3f} |",
         f"| format rate | {base['format']:.3f} | {final['format']:.3f} |",
         f"| mean response length (tokens) | {base['mean_length']:.1f} | {final['mean_length']:.1f} |",
+        *([f"| reflection rate | {base['reflection_rate']:.3f} | {final['reflection_rate']:.3f} |"]
+          if base.get("reflection_rate") is not None else []),
+        *([f"| base's other prompt ({demo['base_other_prompt']['prompt']}): accuracy | "
+           f"{demo['base_other_prompt']['accuracy']:.3f} | |"] if demo.get("base_other_prompt") else []),
         f"| wall time{'' if demo.get('base_cached') else ' (base built in the run)'} / training time | | "
         f"{demo['wall_time_s']:.0f} s / {demo['train_time_s']:.0f} s |",
         DEMO_END,

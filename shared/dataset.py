@@ -45,6 +45,7 @@ class Record:
     answer: str
     images: list[RecordImage]
     task: str = "default"
+    difficulty: int = 0  # 0: not given (the v3 small world writes 1-3)
 
     @property
     def image_paths(self) -> list[Path]:
@@ -180,12 +181,16 @@ def parse_record(obj: Any, bases: list[Path], fallback_id: str) -> Record:
     images: list[RecordImage] = []
     chat = [{"role": m["role"], "content": _parts(m["content"], bases, images)} for m in messages]
     render_chat(chat, [1] * len(images))  # raises with a sentence when the chat cannot be rendered
+    difficulty = obj.get("difficulty", 0)
+    if isinstance(difficulty, bool) or not isinstance(difficulty, int) or not 0 <= difficulty <= 100:
+        raise ValueError("\"difficulty\" must be a whole number 0-100 when given")
     return Record(
         id=str(obj.get("id", fallback_id)),
         messages=chat,
         answer=str(answer),
         images=images,
         task=str(obj.get("task") or "default"),
+        difficulty=difficulty,
     )
 
 

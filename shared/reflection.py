@@ -1,4 +1,5 @@
-"""Reflection-word rate: the share of responses with a reflective phrase (the "aha moment" signal)."""
+"""Reflection in responses: the reflection-word rate (the "aha moment" signal), the style of a response
+(direct, step, checked, fixed) and effective reflection (a check that turned a wrong value right)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,39 @@ def reflection_rate(texts: list[str]) -> float:
     if not texts:
         return 0.0
     return sum(is_reflective(t) for t in texts) / len(texts)
+
+
+STYLES = ("direct", "step", "checked", "fixed")
+_EQUATION = re.compile(r"\d\s*[-+×x*/÷]\s*\d+\s*=\s*\d")
+_FIX = re.compile(r"\bwait\b|\bi made a mistake\b|\bon second thought\b", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def response_style(text: str) -> str:
+    """What a response does, read from its text: `fixed` (a reflection that revises, "Wait, ..."),
+    `checked` (another reflective phrase, e.g. "Let me check"), `step` (worked equations, no reflection)
+    or `direct` (none of these)."""
+    if _FIX.search(text):
+        return "fixed"
+    if is_reflective(text):
+        return "checked"
+    return "step" if _EQUATION.search(text) else "direct"
+
+
+def style_shares(texts: list[str]) -> dict[str, float]:
+    """Share of each of STYLES among the texts (zeros for no texts)."""
+    styles = [response_style(t) for t in texts]
+    return {s: (styles.count(s) / len(styles) if styles else 0.0) for s in STYLES}
+
+
+def is_effective_reflection(text: str, answer: str, correct: bool) -> bool:
+    """A reflection that turned a wrong intermediate into the right answer: the response is correct, and
+    the last equation result written before its first reflective phrase is not the final answer."""
+    m = _REFLECTION.search(text)
+    if not correct or m is None:
+        return False
+    before = [e.group() for e in re.finditer(r"=\s*-?\d+(?:\.\d+)?", text[: m.start()])]
+    if not before:
+        return False
+    final = _NUMBER.findall(answer)
+    return bool(final) and _NUMBER.findall(before[-1])[-1] != final[-1]

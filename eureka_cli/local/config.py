@@ -46,4 +46,10 @@ class UpConfig(EurekaSettings):
     service_token: SecretStr | None = Field(None, description="token for every service (default: a random one per run)")
     start_timeout_s: float = Field(180.0, gt=0, description="how long every service gets to answer its health check")
     seed: int = 0
+    world: Literal[2, 3] = Field(
+        2, description="small-world generator: 2 (default) or 3 (multi-step; pretrained mode needs it)"
+    )
+    pretrain_min_think_chars: int = Field(
+        0, ge=0, description="reward's pretrained-format floor on the think section (the small world's are short)"
+    )
     recipe: RecipeConfig = SMALL_WORLD_RECIPE

@@ -12,6 +12,7 @@ import secrets
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -21,6 +22,9 @@ from eureka_cli.local.progress import Progress, scrape_total
 from eureka_cli.local.supervisor import ProcessDied, Supervisor, eureka_argv
 from shared.logs import get_logger, setup_logging
 from shared.redis_proc import RedisProc, free_port, start_redis
+
+if TYPE_CHECKING:
+    from shared.model.pretrain import BaseRecipe
 
 log = get_logger("up")
 
@@ -53,6 +57,8 @@ def main(cfg: UpConfig) -> int:
     try:
         train, heldout, base = prepare(cfg)
         base_eval = evaluate(sup, "eval-base", base, heldout, cfg, run_dir / "eval_base.json")
+        other = OTHER_PROMPT[cfg.recipe.reward_mode]
+        base_other = evaluate(sup, "eval-base-other", base, heldout, cfg, run_dir / f"eval_base_{other}.json", other)
         token = cfg.service_token.get_secret_value() if cfg.service_token else secrets.token_urlsafe(24)
         redis = start_redis(run_dir / "redis", password=secrets.token_urlsafe(24), fsync=cfg.redis_fsync)
         ports = start_services(sup, cfg, redis, token, train, base, learner_dir)
@@ -71,7 +77,7 @@ def main(cfg: UpConfig) -> int:
         stop_services(sup, redis)
         print(f"eureka up: {e}")
         return 1
-    summary = _summary(cfg, run_dir, learner_dir, base_eval, final_eval, time.time() - started, train_s)
+    summary = _summary(cfg, run_dir, learner_dir, base_eval, base_other, final_eval, time.time() - started, train_s)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -83,22 +89,43 @@ def prepare(cfg: UpConfig) -> tuple[Path, Path, Path]:
 
     train, heldout = cfg.train_data, cfg.heldout_data
     if train is None or heldout is None:
-        synth = SyntheticSettings(out=synthetic_dir(cfg.seed), seed=cfg.seed)
+        world = base_recipe(cfg).world
+        synth = SyntheticSettings(out=synthetic_dir(cfg.seed, world), seed=cfg.seed, generator=world)
         if not (synth.out / "heldout.jsonl").exists():
             make_synthetic(synth)
         train, heldout = train or synth.out / "train.jsonl", heldout or synth.out / "heldout.jsonl"
-    return train, heldout, cfg.model_path or ensure_base_model()
+    return train, heldout, cfg.model_path or ensure_base_model(base_recipe(cfg))
 
 
 def _system_prompt_flag(cfg: UpConfig) -> list[str]:
     return [] if cfg.recipe.system_prompt is None else ["--system-prompt", json.dumps(cfg.recipe.system_prompt)]
 
 
-def evaluate(sup: Supervisor, name: str, model: Path, data: Path, cfg: UpConfig, out: Path) -> dict:
-    """Greedy held-out evaluation (`eureka eval`) as a child process; cached in `out`."""
+def base_recipe(cfg: UpConfig) -> BaseRecipe:
+    """The base a run starts from: `world`'s chat base, or in pretrained mode the v3 base pretrained without
+    chat data (the plain corpus is written for world 3)."""
+    from shared.model.pretrain import BaseRecipe
+
+    if cfg.recipe.reward_mode == "pretrained":
+        return BaseRecipe(world=3, corpus="plain")
+    return BaseRecipe(world=cfg.world)
+
+
+# The base's other prompt, evaluated too: a gain must beat the base's best prompt, not only its own.
+OTHER_PROMPT = {"instruct": "boxed", "pretrained": "question"}
+
+
+def evaluate(sup: Supervisor, name: str, model: Path, data: Path, cfg: UpConfig, out: Path,
+             prompt: str | None = None) -> dict:
+    """Greedy held-out evaluation (`eureka eval`, the run's mode, `prompt` or the mode's own) as a child
+    process; cached in `out`."""
     if not out.exists():
         sup.start(name, eureka_argv("eval", "--model", str(model), "--data", str(data), "--limit", str(cfg.eval_limit),
-                                    "--greedy", "--out", str(out), *_system_prompt_flag(cfg)), exits=True)
+                                    "--greedy", "--mode", cfg.recipe.reward_mode, "--prompt",
+                                    prompt or cfg.recipe.reward_mode, "--max-new-tokens",
+                                    str(cfg.recipe.max_response_tokens), "--out", str(out),
+                                    *(_system_prompt_flag(cfg) if (prompt or cfg.recipe.reward_mode) == "instruct" else [])),
+                  exits=True)
         if sup.wait(name) != 0 or not out.exists():
             raise ProcessDied(f"{name} failed; see {sup.procs[name].log_path}:\n{sup.procs[name].tail()}")
     return json.loads(out.read_text())
@@ -113,7 +140,8 @@ def start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str,
     env = {"EUREKA_SECURITY__SERVICE_TOKEN": token}
     recipe = [f"--recipe.{k.replace('_', '-')}={json.dumps(v)}" for k, v in cfg.recipe.model_dump(mode="json").items()]
     sup.start("reward", eureka_argv("reward", "serve", "--grpc-port", str(p["reward"]), "--http-port",
-                                    str(p["reward_http"]), "--metrics-port", str(p["m_reward"])), env)
+                                    str(p["reward_http"]), "--metrics-port", str(p["m_reward"]),
+                                    "--pretrain-min-think-chars", str(cfg.pretrain_min_think_chars)), env)
     sup.start("buffer", eureka_argv("buffer", "serve", "--port", str(p["buffer"]), "--metrics-port", str(p["m_buffer"]),
                                     "--redis.url", redis.url,
                                     *(["--lease-s", str(cfg.buffer_lease_s)] if cfg.buffer_lease_s else [])),
@@ -182,13 +210,24 @@ def stop_services(sup: Supervisor, redis: RedisProc | None) -> None:
         redis.stop()
 
 
-def _summary(cfg: UpConfig, run_dir: Path, learner_dir: Path, base: dict, final: dict, wall_s: float,
-             train_s: float) -> dict:
+def _summary(cfg: UpConfig, run_dir: Path, learner_dir: Path, base: dict, base_other: dict, final: dict,
+             wall_s: float, train_s: float) -> dict:
     from shared.plots import plot_curves, read_jsonl
 
     rows = read_jsonl(learner_dir / "metrics.jsonl")
-    keys = ("accuracy", "format", "mean_length", "reflection_rate")
-    plot_curves(rows, run_dir / "curves.png", title=f"eureka up ({cfg.mode})")
+    keys = ("accuracy", "format", "mean_length", "reflection_rate", "effective_reflection", "styles")
+
+    def by_difficulty(report: dict) -> dict:
+        return {k: {"accuracy": v["accuracy"], "mean_length": v["mean_length"]}
+                for k, v in report.get("difficulty", {}).items()}
+
+    b, f = base["overall"], final["overall"]
+    best = max(b["accuracy"], base_other["overall"]["accuracy"])
+    pairs = (("accuracy", "accuracy"), ("response_tokens", "mean_length"), ("reflection_rate", "reflection_rate"),
+             ("effective_reflection", "effective_reflection"))
+    held_out = {curve: (b[key], f[key]) for curve, key in pairs}
+    plot_curves(rows, run_dir / "curves.png", title=f"eureka up ({cfg.mode}, {cfg.recipe.reward_mode})",
+                held_out=held_out)
     tokens = json.loads((run_dir / "tokens.json").read_text())["tokens"] if (run_dir / "tokens.json").exists() else None
     summary = {
         "mode": cfg.mode,
@@ -197,9 +236,15 @@ def _summary(cfg: UpConfig, run_dir: Path, learner_dir: Path, base: dict, final:
         "train_time_s": round(train_s, 1),
         "samples": sum(r.get("samples", 0) for r in rows),
         "tokens": tokens,
-        "base": {k: base["overall"].get(k) for k in keys},
-        "final": {k: final["overall"].get(k) for k in keys},
-        "accuracy_gain": round(final["overall"]["accuracy"] - base["overall"]["accuracy"], 4),
+        "reward_mode": cfg.recipe.reward_mode,
+        "base": {**{k: b.get(k) for k in keys}, "difficulty": by_difficulty(base)},
+        "base_other_prompt": {"prompt": OTHER_PROMPT[cfg.recipe.reward_mode],
+                              "accuracy": base_other["overall"]["accuracy"]},
+        "final": {**{k: f.get(k) for k in keys}, "difficulty": by_difficulty(final)},
+        "accuracy_gain": round(f["accuracy"] - b["accuracy"], 4),
+        "accuracy_over_best_base_prompt": round(f["accuracy"] - best, 4),
+        "length_ratio": round(f["mean_length"] / max(b["mean_length"], 1e-9), 3),
+        "reflection_gain": round(f["reflection_rate"] - b["reflection_rate"], 4),
         "curves": str(run_dir / "curves.png"),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shared.metrics import counter, gauge, histogram
-from shared.reflection import reflection_rate
+from shared.reflection import is_effective_reflection, reflection_rate, style_shares
 
 if TYPE_CHECKING:
     from eureka.v1 import buffer_pb2
@@ -28,6 +28,11 @@ REWARD = gauge("eureka_learner_batch_reward", "mean reward of the batch")
 ACCURACY = gauge("eureka_learner_batch_accuracy_ratio", "mean accuracy of the batch")
 FORMAT = gauge("eureka_learner_batch_format_ratio", "mean format score of the batch")
 RESPONSE_TOKENS = gauge("eureka_learner_batch_response_tokens", "mean response length of the batch")
+REFLECTION = gauge("eureka_learner_batch_reflection_ratio", "share of the batch's responses with a reflective phrase")
+EFFECTIVE_REFLECTION = gauge("eureka_learner_batch_effective_reflection_ratio",
+                             "share of the batch's responses whose reflection turned a wrong value into a right answer")
+STYLE = gauge("eureka_learner_batch_style_ratio", "share of the batch's responses of each style (shared/reflection.py)",
+              ["style"])
 POLICY_VERSION = gauge("eureka_learner_policy_version", "published policy version")
 STEPS = counter("eureka_learner_steps_total", "optimizer steps done")
 GROUPS_TRAINED = counter("eureka_learner_groups_trained_total", "groups trained")
@@ -48,6 +53,10 @@ def batch_stats(groups: list[buffer_pb2.TrajectoryGroup], version: int) -> dict[
         "format": sum(s.format for s in samples) / n,
         "response_tokens": sum(len(s.response_token_ids) for s in samples) / n,
         "reflection_rate": reflection_rate([s.response_text for s in samples]),
+        # the answer is the response's own last number: close enough for a training curve (eval scores exactly)
+        "effective_reflection": sum(is_effective_reflection(s.response_text, s.response_text, s.accuracy > 0)
+                                    for s in samples) / n,
+        "styles": style_shares([s.response_text for s in samples]),
         "samples": len(samples),
         "staleness": staleness,
         "staleness_mean": sum(staleness) / max(len(staleness), 1),
@@ -60,8 +69,11 @@ def observe(record: dict[str, Any]) -> None:
                         (IMPORTANCE_MEAN, "importance_mean"), (IMPORTANCE_MAX, "importance_max"), (KL, "kl"),
                         (ENTROPY, "entropy"), (GRAD_NORM, "grad_norm"), (LR, "lr"), (REWARD, "reward"),
                         (ACCURACY, "accuracy"), (FORMAT, "format"), (RESPONSE_TOKENS, "response_tokens"),
-                        (SAMPLES_PER_SECOND, "samples_per_second"), (POLICY_VERSION, "policy_version")):
+                        (SAMPLES_PER_SECOND, "samples_per_second"), (POLICY_VERSION, "policy_version"),
+                        (REFLECTION, "reflection_rate"), (EFFECTIVE_REFLECTION, "effective_reflection")):
         metric.set(record[key])
+    for style, share in record["styles"].items():
+        STYLE.labels(style).set(share)
     STEP_SECONDS.observe(record["step_seconds"])
     WAIT_SECONDS.observe(record["wait_seconds"])
     for lag in record["staleness"]:

@@ -70,7 +70,7 @@ def render_document(
         prompt = render_chat(messages, [image_tokens], "instruct", add_system=False)
         response = f"{body} {rng.choice(PLAIN_ENDINGS).format(a=p.answer)}"
     elif style == "boxed":
-        prompt = render_chat(messages, [image_tokens], "pretrained")
+        prompt = render_chat(messages, [image_tokens], "boxed")
         response = f"{body} The answer is \\boxed{{{p.answer}}}."
     else:
         prompt = render_chat(messages, [image_tokens], "instruct", INSTRUCT_SYSTEM_PROMPT)

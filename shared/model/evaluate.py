@@ -33,7 +33,11 @@ class EvalSettings(EurekaSettings):
     temperature: float = Field(1.0, gt=0)
     mode: Literal["instruct", "pretrained"] = "instruct"
     system_prompt: str | None = Field(None, description="as recipe.system_prompt: for chats without a system message")
-    max_new_tokens: int = Field(96, ge=1)
+    prompt: Literal["instruct", "pretrained", "boxed", "question"] | None = Field(
+        None, description="prompt kind (default: the mode's own); boxed (the \\boxed{} chat) and question (plain "
+        "text) are scored in pretrained mode"
+    )
+    max_new_tokens: int = Field(128, ge=1)
     limit: int = Field(0, ge=0, description="evaluate only the first N records (0 = all)")
     seed: int = Field(0, ge=0)
     out: Path | None = Field(None, description="also write the JSON report here")
@@ -109,9 +113,24 @@ def score(channel: Any, items: list[tuple[str, str]], mode: str) -> list[Any]:
     return out
 
 
+def _by_style(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Share, accuracy and mean length of each response style (shared.reflection.STYLES)."""
+    from shared.reflection import STYLES, response_style
+
+    named = [(response_style(r["text"]), r) for r in rows]
+    out: dict[str, dict[str, float | None]] = {}
+    for style in STYLES:
+        rs = [r for s, r in named if s == style]
+        out[style] = {"share": len(rs) / max(len(rows), 1),
+                      "accuracy": sum(r["accuracy"] for r in rs) / len(rs) if rs else None,
+                      "mean_length": sum(r["length"] for r in rs) / len(rs) if rs else None}
+    return out
+
+
 def summarize(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
-    """Per-family and overall accuracy, format rate, mean length, reflection rate and group signal."""
-    from shared.reflection import reflection_rate
+    """Per-family, per-difficulty and overall accuracy, format rate, mean length, reflection rate, effective
+    reflection, style shares and (k > 1) group signal."""
+    from shared.reflection import is_effective_reflection, reflection_rate
 
     def stats(rs: list[dict[str, Any]]) -> dict[str, Any]:
         groups: dict[str, list[float]] = defaultdict(list)
@@ -124,6 +143,9 @@ def summarize(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
             "format": sum(r["format"] for r in rs) / len(rs),
             "mean_length": sum(r["length"] for r in rs) / len(rs),
             "reflection_rate": reflection_rate([r["text"] for r in rs]),
+            "effective_reflection": sum(is_effective_reflection(r["text"], r["extracted"], r["accuracy"] > 0)
+                                        for r in rs) / len(rs),
+            "styles": _by_style(rs),
         }
         if samples > 1:
             means = [sum(v) / len(v) for v in groups.values()]
@@ -133,7 +155,12 @@ def summarize(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
     families: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         families[r["task"]].append(r)
-    return {"overall": stats(rows), "families": {k: stats(v) for k, v in sorted(families.items())}}
+    levels: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("difficulty"):
+            levels[str(r["difficulty"])].append(r)
+    return {"overall": stats(rows), "families": {k: stats(v) for k, v in sorted(families.items())},
+            "difficulty": {k: stats(v) for k, v in sorted(levels.items())}}
 
 
 def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
@@ -157,13 +184,15 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
     if not records:
         raise ValueError(f"{cfg.data} has no usable records ({len(data.skipped)} skipped)")
     k = 1 if cfg.greedy else cfg.samples
+    prompt = cfg.prompt or cfg.mode
+    mode = "instruct" if prompt == "instruct" else "pretrained"  # the reward mode that reads this prompt's answer
     start = time.monotonic()
     generated = []
     per_call = max(1, ROWS_PER_CALL // k)
     with tqdm(total=len(records), desc="eval", unit="prompt", disable=not progress) as bar:
         for first in range(0, len(records), per_call):
             chunk = records[first : first + per_call]
-            inputs = [build_prompt_inputs(record_to_prompt(rec, f"eval:{first + i}", first + i), tok, cfg.mode,
+            inputs = [build_prompt_inputs(record_to_prompt(rec, f"eval:{first + i}", first + i), tok, prompt,
                                           system_prompt=cfg.system_prompt)
                       for i, rec in enumerate(chunk)]
             outputs = generate(model, tok, inputs, k, cfg.greedy, cfg.temperature, cfg.max_new_tokens)
@@ -171,15 +200,16 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
                 generated.extend((rec, ids, tok.decode(ids, skip_special_tokens=True)) for ids in responses)
             bar.update(len(chunk))
     with reward_channel(cfg.reward_target) as channel:
-        results = score(channel, [(text, rec.answer) for rec, _, text in generated], cfg.mode)
+        results = score(channel, [(text, rec.answer) for rec, _, text in generated], mode)
     rows = [
-        {"id": rec.id, "task": rec.task, "accuracy": res.accuracy, "format": res.format, "length": len(ids), "text": text}
+        {"id": rec.id, "task": rec.task, "difficulty": rec.difficulty, "accuracy": res.accuracy, "format": res.format,
+         "length": len(ids), "text": text, "extracted": res.extracted}
         for (rec, ids, text), res in zip(generated, results)
     ]
     report = summarize(rows, k)
     report["settings"] = {"model": str(model_dir), "data": str(cfg.data), "samples": k, "greedy": cfg.greedy,
-                          "temperature": cfg.temperature, "mode": cfg.mode, "skipped_lines": len(data.skipped),
-                          "skipped": data.skipped}
+                          "temperature": cfg.temperature, "mode": mode, "prompt": prompt,
+                          "skipped_lines": len(data.skipped), "skipped": data.skipped}
     report["seconds"] = round(time.monotonic() - start, 1)
     report["examples"] = [r["text"] for r in rows[:5]]
     return report
@@ -189,7 +219,8 @@ def table(report: dict[str, Any]) -> str:
     """The report as a fixed-width table."""
     cols = ["prompts", "accuracy", "format", "mean_length", "reflection_rate", "group_signal"]
     lines = [f"{'family':<14}" + "".join(f"{c:>16}" for c in cols)]
-    for name, s in [*report["families"].items(), ("overall", report["overall"])]:
+    levels = [(f"difficulty {k}", v) for k, v in report.get("difficulty", {}).items()]
+    for name, s in [*report["families"].items(), *levels, ("overall", report["overall"])]:
         cells = [f"{s[c]:>16.3f}" if isinstance(s.get(c), float) else f"{s.get(c, '-'):>16}" for c in cols]
         lines.append(f"{name:<14}" + "".join(cells))
     return "\n".join(lines)

@@ -18,30 +18,44 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.config import StrictModel
 from shared.model.corpus import CorpusMix
+from shared.model.styles import NO_CHECKS, StyleMix
 
 RECIPE_FILE = "recipe.sha256"  # in a built base: the digest of the recipe that built it
 
-CORPUS_VERSION = 3  # bump when corpus.py or synthetic.py change what documents look like
+CORPUS_VERSION = 4  # bump when corpus.py, styles.py or the generators change what documents look like
 
 
 class BaseRecipe(StrictModel):
     """How the tiny base is built (its digest keys the cache)."""
 
     seed: int = Field(0, ge=0)
-    steps: int = Field(1800, ge=1, description="optimizer steps")
+    steps: int | None = Field(None, ge=1, description="optimizer steps (default: 1800 for world 2, 2000 for world 3)")
     batch_size: int = Field(8, ge=1, description="documents per step (small: optimizer steps matter more than batch)")
     lr: float = Field(4e-3, gt=0)
     warmup_steps: int = Field(60, ge=0)
     train_vision: bool = Field(False, description="train the vision tower too (it collapses; off: random, white-blind)")
+    world: Literal[2, 3] = Field(2, description="generator version of the problems (3: the multi-step families)")
+    corpus: Literal["chat", "plain"] = Field(
+        "chat", description="chat: instruct and \\boxed{} chats; plain: no chat data (the pretrained-mode base)"
+    )
+    checks: bool = Field(True, description="world 3: keep the checked and slip styles (off: the ablation's corpus)")
     weight_decay: float = Field(0.01, ge=0)
     # One thread by default: where cores are shared, OpenMP spin-waits make more threads slower, not faster.
     threads: int = Field(1, ge=1, description="torch CPU threads (not part of the digest)")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> BaseRecipe:
+        if self.steps is None:
+            self.steps = 1800 if self.world == 2 else 2000
+        if self.corpus == "plain" and self.world == 2:
+            raise ValueError("the plain corpus (the pretrained-mode base) is written for world 3; pass world=3")
+        return self
 
     def digest(self) -> str:
         from shared.model.tokenizer import TABLE
@@ -49,7 +63,7 @@ class BaseRecipe(StrictModel):
         blob = json.dumps(
             {
                 "recipe": self.model_dump(exclude={"threads"}),
-                "mix": asdict(CorpusMix()),
+                "mix": asdict(CorpusMix()) if self.world == 2 else asdict(self.style_mix()),
                 "corpus": CORPUS_VERSION,
                 "tokenizer": hashlib.sha256(TABLE.read_bytes()).hexdigest(),
             },
@@ -57,20 +71,36 @@ class BaseRecipe(StrictModel):
         )
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def style_mix(self) -> StyleMix:
+        return StyleMix() if self.checks else NO_CHECKS
 
-def make_batch(problems: list[Any], rng: random.Random, tokenizer: Any, mix: CorpusMix) -> dict[str, Any]:
-    """Model kwargs with labels (-100 on prompt and padding) for a list of problems."""
+    def cache_name(self) -> str:
+        """The cache folder of this kind of base (tiny-base, tiny-base-v3, tiny-base-v3-plain, tiny-base-v3-nochecks)."""
+        if self.world == 2:
+            return "tiny-base"
+        return "tiny-base-v3" + ("-plain" if self.corpus == "plain" else "") + ("" if self.checks else "-nochecks")
+
+
+def make_batch(problems: list[Any], rng: random.Random, tokenizer: Any, mix: CorpusMix | StyleMix,
+               plain: bool = False) -> dict[str, Any]:
+    """Model kwargs with labels (-100 on prompt and padding) for a list of problems (v2 with a CorpusMix,
+    v3 with a StyleMix; `plain`: the plain-text corpus)."""
     import torch
 
     from shared.model.corpus import choose_style, render_document
     from shared.model.images import image_token_count, preprocess_images
 
+    from shared.model.styles import render_v3_document
+
     pixel_values, grid = preprocess_images([p.image for p in problems])
     counts = image_token_count(grid)
     rows = []
-    style = choose_style(rng, mix)
+    style = choose_style(rng, mix) if isinstance(mix, CorpusMix) else ""
     for p, n in zip(problems, counts):
-        prompt, response = render_document(p, rng, n, mix, style)
+        if isinstance(mix, StyleMix):
+            prompt, response = render_v3_document(p, rng, n, mix, plain)
+        else:
+            prompt, response = render_document(p, rng, n, mix, style)
         rows.append((tokenizer(prompt, add_special_tokens=False)["input_ids"], tokenizer(response, add_special_tokens=False)["input_ids"]))
     width = max(len(a) + len(b) for a, b in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -107,12 +137,12 @@ def build_base(recipe: BaseRecipe, out: Path, progress: bool = True) -> dict[str
     from tqdm import tqdm
 
     from shared.model.io import new_tiny_model, save_model
-    from shared.model.synthetic import make_problem
+    from shared.model.synthetic import make_any
 
     torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
     rng = random.Random(f"corpus:{recipe.seed}")
-    mix = CorpusMix()
+    mix = CorpusMix() if recipe.world == 2 else recipe.style_mix()
     model, tok = new_tiny_model(recipe.seed)
     if not recipe.train_vision:
         null_background(model)
@@ -129,7 +159,8 @@ def build_base(recipe: BaseRecipe, out: Path, progress: bool = True) -> dict[str
     start, ema = time.monotonic(), None
     bar = tqdm(range(recipe.steps), desc="make-base", unit="step", disable=not progress)
     for step in bar:
-        batch = make_batch([make_problem(rng) for _ in range(recipe.batch_size)], rng, tok, mix)
+        problems = [make_any(rng, recipe.world) for _ in range(recipe.batch_size)]
+        batch = make_batch(problems, rng, tok, mix, plain=recipe.corpus == "plain")
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         loss = model(**batch).loss

@@ -1,5 +1,6 @@
-"""Chat prompts for Qwen2.5-VL: the system prompt of a chat without one, the pretrained-base `\\boxed{}` style,
-and `build_prompt_inputs`, which renders the chat with each image's placeholder tokens expanded to its grid.
+"""Prompts for Qwen2.5-VL: the MM-Eureka instruct chat, the `\\boxed{}` chat, the pretrained (zero) mode's
+plain-text template, and `build_prompt_inputs`, which renders one with each image's placeholder tokens
+expanded to its grid.
 """
 
 from __future__ import annotations
@@ -28,9 +29,21 @@ INSTRUCT_SYSTEM_PROMPT = (
     "so the answer is 2. </think><answer> 2 </answer>, which means assistant's output should start with "
     "<think> and end with </answer>."
 )
-# Pretrained-base (zero) style: no system prompt, the final answer in the last \boxed{}.
+# The `\boxed{}` chat prompt: no system prompt, the final answer in the last \boxed{} (the instruct base's
+# other prompt, and the baseline "best prompt" an RL gain must beat).
 PRETRAINED_PROMPT_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
-MODES = ("instruct", "pretrained")
+# Pretrained (zero) mode: plain text, no chat template (DeepSeek-R1-Zero's template, as MM-Eureka-Zero uses
+# it), stating the layout its format reward asks for: think, then the answer in \boxed{} inside the answer tag.
+PRETRAINED_TEMPLATE = (
+    "A conversation between User and Assistant. The User asks a question, and the Assistant solves it. The "
+    "Assistant first thinks about the reasoning process in the mind and then provides the User with the answer. "
+    "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
+    "respectively, with the final answer in \\boxed{} inside the answer tags, i.e., <think> reasoning process "
+    "here </think><answer> \\boxed{answer here} </answer>.\nUser: {question}\nAssistant: "
+)
+MODES = ("instruct", "pretrained")  # reward modes, and the prompt each one's policy sees
+# Prompt kinds: the two modes' prompts, the \boxed{} chat, and the bare question in plain text (the plain corpus).
+PROMPTS = ("instruct", "pretrained", "boxed", "question")
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
@@ -77,14 +90,14 @@ def render_chat(
 ) -> str:
     """Qwen2-VL chat text ending with the assistant header; image k gets image_tokens[k] pad tokens.
 
-    A chat without a system message gets `system_prompt` (the recipe's; "" for none) or, when that is
-    None, Qwen's default QWEN_DEFAULT_SYSTEM_PROMPT in instruct mode and none in pretrained mode, which
-    also appends PRETRAINED_PROMPT_SUFFIX to the last user message. `add_system=False` leaves the system
+    `mode` is instruct or boxed. A chat without a system message gets `system_prompt` (the recipe's; ""
+    for none) or, when that is None, Qwen's default QWEN_DEFAULT_SYSTEM_PROMPT in instruct mode and none
+    in boxed mode, which also appends PRETRAINED_PROMPT_SUFFIX to the last user message. `add_system=False` leaves the system
     prompt out (the base-model corpus renders plain chats this way). Images in the chat take the images
     in order; images without a chat part go in front of the first user message.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode {mode!r} is unknown; use one of {', '.join(MODES)}")
+    if mode not in ("instruct", "boxed"):
+        raise ValueError(f"chat prompt {mode!r} is unknown; use instruct or boxed")
     msgs = [{"role": m["role"], "parts": _parts(m["content"])} for m in messages]
     if system_prompt is None:
         system_prompt = QWEN_DEFAULT_SYSTEM_PROMPT if mode == "instruct" else ""
@@ -93,7 +106,7 @@ def render_chat(
     users = [m for m in msgs if m["role"] == "user"]
     if not users:
         raise ValueError("the chat has no user message; add one with the question")
-    if mode == "pretrained":
+    if mode == "boxed":
         users[-1]["parts"].append({"type": "text", "text": PRETRAINED_PROMPT_SUFFIX})
     n_parts = sum(p["type"] == "image" for m in msgs for p in m["parts"])
     if n_parts > len(image_tokens):
@@ -110,6 +123,38 @@ def render_chat(
                 body.append(str(p.get("text", "")))
         out.append(f"<|im_start|>{m['role']}\n{''.join(body)}<|im_end|>\n")
     return "".join(out) + "<|im_start|>assistant\n"
+
+
+def render_plain(messages: list[dict[str, Any]], image_tokens: list[int], template: bool = True) -> str:
+    """Plain text, no chat tokens: the user turns' images and text, in PRETRAINED_TEMPLATE or bare
+    (`template=False`: the question then a newline, as the plain corpus writes its documents)."""
+    parts = [p for m in messages if m["role"] == "user" for p in _parts(m["content"])]
+    n_parts = sum(p["type"] == "image" for p in parts)
+    if n_parts > len(image_tokens):
+        raise ValueError(f"the chat refers to {n_parts} images but the prompt carries {len(image_tokens)}")
+    if not any(m["role"] == "user" for m in messages):
+        raise ValueError("the chat has no user message; add one with the question")
+    parts[:0] = [{"type": "image"}] * (len(image_tokens) - n_parts)
+    body, k = [], 0
+    for p in parts:
+        if p["type"] == "image":
+            body.append("<|vision_start|>" + "<|image_pad|>" * image_tokens[k] + "<|vision_end|>")
+            k += 1
+        else:
+            body.append(str(p.get("text", "")))
+    question = "".join(body)
+    return PRETRAINED_TEMPLATE.replace("{question}", question) if template else question + "\n"
+
+
+def render_prompt(messages: list[dict[str, Any]], image_tokens: list[int], prompt: str = "instruct",
+                  system_prompt: str | None = None) -> str:
+    """The text a policy continues, for a prompt kind of PROMPTS: the instruct or boxed chat (with
+    `system_prompt` as render_chat takes it), the pretrained-mode template, or the bare question in plain text."""
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt mode {prompt!r} is unknown; use one of {', '.join(PROMPTS)}")
+    if prompt in ("pretrained", "question"):
+        return render_plain(messages, image_tokens, template=prompt == "pretrained")
+    return render_chat(messages, image_tokens, prompt, system_prompt)
 
 
 def load_image(data: bytes = b"", uri: str = "") -> Image.Image:
@@ -137,7 +182,8 @@ def build_prompt_inputs(
     system_prompt: str | None = None, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
 ) -> PromptInputs:
     """Token ids (image pads expanded to each grid) plus pixel_values/image_grid_thw for one prompt; images are
-    resized into [min_pixels, max_pixels] (the recipe's bounds)."""
+    resized into [min_pixels, max_pixels] (the recipe's bounds). `mode` is a prompt kind of PROMPTS (a reward
+    mode names its own prompt)."""
     from shared.model.images import image_token_count, preprocess_images
 
     messages = parse_messages(prompt.messages_json)
@@ -147,7 +193,7 @@ def build_prompt_inputs(
     if images:
         pixel_values, grid = preprocess_images(images, min_pixels, max_pixels)
         counts = image_token_count(grid)
-    text = render_chat(messages, counts, mode, system_prompt)
+    text = render_prompt(messages, counts, mode, system_prompt)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) > max_prompt_tokens:
         raise ValueError(

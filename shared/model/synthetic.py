@@ -14,20 +14,20 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-SIZE = 112
-CELL = 28
-GRID = SIZE // CELL
+from shared.model.drawing import CELL, COLOURS, GRID, LETTERS, SHAPES, SIZE, cell_box, draw_shape, text_font
+from shared.model.multistep import make_chain_problem
+
 DIGIT_MAX = 5  # add/compare draw digits 1..DIGIT_MAX
-COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (30, 160, 60), "yellow": (230, 200, 20)}
-SHAPES = ("circle", "square", "triangle")
 FAMILIES = ("count", "add", "compare", "bar", "angle")
-LETTERS = "ABCD"
 MC_SHARE = 0.25
 # Bump when the generator changes what problems look like: the cached data folders carry it in their name.
-GENERATOR_VERSION = 2
+# Version 2: the families above; version 3: the multi-step families of shared/model/multistep.py.
+GENERATOR_VERSION = 2  # the default world until a v3 base passes the style gate (docs/MODEL.md)
+GENERATOR_VERSIONS = (2, 3)
 
 
 @dataclass
@@ -38,26 +38,6 @@ class Problem:
     image: Image.Image
     steps: list[str] = field(default_factory=list)  # the worked solution, one short sentence each
     value: str = ""  # the value the steps arrive at (== answer unless multiple choice)
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)
-
-
-def _cell_box(k: int, pad: int = 4) -> tuple[int, int, int, int]:
-    r, c = divmod(k, GRID)
-    return c * CELL + pad, r * CELL + pad, (c + 1) * CELL - pad, (r + 1) * CELL - pad
-
-
-def _draw_shape(draw: ImageDraw.ImageDraw, k: int, shape: str, colour: str) -> None:
-    x0, y0, x1, y1 = _cell_box(k)
-    fill = COLOURS[colour]
-    if shape == "circle":
-        draw.ellipse((x0, y0, x1, y1), fill=fill)
-    elif shape == "square":
-        draw.rectangle((x0 + 1, y0 + 1, x1 - 1, y1 - 1), fill=fill)
-    else:
-        draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=fill)
 
 
 def _count(rng: random.Random) -> Problem:
@@ -72,7 +52,7 @@ def _count(rng: random.Random) -> Problem:
     for k in cells:
         shape = rng.choice(SHAPES)
         c = colour if k in targets else rng.choice([x for x in COLOURS if x != colour])
-        _draw_shape(draw, k, shape, c)
+        draw_shape(draw, k, shape, c)
         seen.append(f"{c} {shape}")
         if k in targets:
             names.append(f"{len(names) + 1} {shape}")
@@ -88,8 +68,8 @@ def _two_numbers(rng: random.Random, distinct: bool) -> tuple[Image.Image, int, 
     img = Image.new("RGB", (SIZE, SIZE), "white")
     draw = ImageDraw.Draw(img)
     for k, v in ((k1, a), (k2, b)):
-        x0, y0, x1, y1 = _cell_box(k, pad=0)
-        draw.text(((x0 + x1) // 2, (y0 + y1) // 2), str(v), font=_font(26), fill="black", anchor="mm", stroke_width=1, stroke_fill="black")
+        x0, y0, x1, y1 = cell_box(k, pad=0)
+        draw.text(((x0 + x1) // 2, (y0 + y1) // 2), str(v), font=text_font(26), fill="black", anchor="mm", stroke_width=1, stroke_fill="black")
     return img, a, b
 
 
@@ -138,7 +118,7 @@ def _angle(rng: random.Random) -> Problem:
     t = math.radians(180 - x)  # OB is x degrees away from OA
     b_end = (o[0] + length * math.cos(t), o[1] - length * math.sin(t))
     draw.line((*o, *b_end), fill=(200, 30, 30), width=2)
-    font = _font(11)
+    font = text_font(11)
     for label, (px, py) in (("A", (o[0] - length - 8, o[1] - 6)), ("O", (o[0] - 3, o[1] + 4)), ("B", b_end), ("C", c_end)):
         draw.text((px, py - 10 if label in "BC" else py), label, font=font, fill="black")
     if right:
@@ -178,21 +158,31 @@ def make_problem(rng: random.Random, family: str | None = None, mc: bool | None 
     return p
 
 
-def problem_messages(p: Problem, image_ref: str) -> list[dict]:
+def problem_messages(p: Any, image_ref: str) -> list[dict]:
     """The MM-Eureka chat of a problem: one user turn with the image then the question."""
     return [{"role": "user", "content": [{"type": "image", "image": image_ref}, {"type": "text", "text": p.question}]}]
 
 
-def write_split(out: Path, split: str, n: int, seed: int) -> Path:
-    """Write `<out>/<split>.jsonl` and its images under `<out>/images/`; returns the JSONL path."""
+def make_any(rng: random.Random, version: int = GENERATOR_VERSION) -> Any:
+    """One problem of generator `version`: a Problem (2) or a multistep.ChainProblem (3)."""
+    if version not in GENERATOR_VERSIONS:
+        raise ValueError(f"generator version {version} is unknown; use one of {GENERATOR_VERSIONS}")
+    return make_problem(rng) if version == 2 else make_chain_problem(rng)
+
+
+def write_split(out: Path, split: str, n: int, seed: int, version: int = GENERATOR_VERSION) -> Path:
+    """Write `<out>/<split>.jsonl` and its images under `<out>/images/`; returns the JSONL path.
+    Version 3 records also carry `difficulty` (1-3)."""
     rng = random.Random(f"{split}:{seed}")
     (out / "images").mkdir(parents=True, exist_ok=True)
     path = out / f"{split}.jsonl"
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
-            p = make_problem(rng)
+            p = make_any(rng, version)
             rel = f"images/{split}-{i:06d}.png"
             p.image.save(out / rel, format="PNG", optimize=False)
             record = {"id": f"{split}-{i}", "message": json.dumps(problem_messages(p, rel)), "answer": p.answer, "task": p.task}
+            if version >= 3:
+                record["difficulty"] = p.difficulty
             f.write(json.dumps(record) + "\n")
     return path

@@ -23,6 +23,6 @@ def test_make_bench_runs_every_default_benchmark() -> None:
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
-@pytest.mark.parametrize("name", [*DEFAULT_BENCHES, "async_vs_sync", "demo", "peer_trl"])
+@pytest.mark.parametrize("name", [*DEFAULT_BENCHES, "async_vs_sync", "demo", "signatures", "peer_trl"])
 def test_each_bench_target_runs_its_script(name: str) -> None:
     assert f"bench/{name}.py" in _dry_run(f"bench-{name}")

@@ -1,5 +1,6 @@
-"""`eureka eval` end to end on an untrained tiny model, scored by a real reward service subprocess; the base
-model's acceptance band when the cached base exists (building it is the slow test)."""
+"""`eureka eval` end to end on an untrained tiny model, scored by a real reward service subprocess; the cached
+bases' bands and the v3 style gate before RL (checking pays off in the base's own samples) when they exist
+(building the default base is the slow test)."""
 
 from __future__ import annotations
 
@@ -105,3 +106,87 @@ def test_make_base_builds_a_base_in_the_acceptance_band(heldout: Path) -> None:
     ensure_base_model()
     assert base_is_current()
     _base_band_check(base_model_dir(), heldout)
+
+
+def _v3_image_loss_gap(base: Path) -> float:
+    """Teacher-forced loss on step-by-step sum and red-plus-blue solutions with each row's image swapped for
+    another row's, minus the loss with the right images: above zero when the base reads its images."""
+    import random
+
+    import torch
+
+    from shared.model.io import load_model, load_tokenizer
+    from shared.model.multistep import make_chain_problem
+    from shared.model.pretrain import make_batch
+    from shared.model.styles import StyleMix
+
+    model, tok = load_model(base), load_tokenizer(base)
+    rng = random.Random(7)
+    problems = [make_chain_problem(rng, family) for family in ("sum", "redblue") for _ in range(8)]
+    batch = make_batch(problems, random.Random(0), tok, StyleMix(direct=0, step=1, checked=0, slip=0, boxed=0))
+    rows = batch["pixel_values"].view(len(problems), -1, batch["pixel_values"].shape[-1])
+    swapped = dict(batch, pixel_values=rows.roll(1, 0).reshape(batch["pixel_values"].shape))
+    with torch.no_grad():
+        return model(**swapped).loss.item() - model(**batch).loss.item()
+
+
+def style_gate(base: Path, heldout: Path, prompts: int = 48) -> dict[str, float]:
+    """Accuracy by style in the base's own samples (temperature 1, 8 per prompt, instruct prompt); the checked
+    style counts its slip-then-fix responses too."""
+    from eureka_cli.local.config import SMALL_WORLD_RECIPE
+    from shared.model.evaluate import EvalSettings, evaluate
+
+    report = evaluate(EvalSettings(model=base, data=heldout, samples=8, limit=prompts,
+                                   system_prompt=SMALL_WORLD_RECIPE.system_prompt), progress=False)
+    styles = report["overall"]["styles"]
+    acc = {k: styles[k]["accuracy"] or 0.0 for k in ("direct", "step")}
+    checked = [(styles[k]["share"], styles[k]["accuracy"] or 0.0) for k in ("checked", "fixed")]
+    acc["checked"] = sum(s * a for s, a in checked) / max(sum(s for s, _ in checked), 1e-9)
+    return {**acc, **{f"{k}_share": v["share"] for k, v in styles.items()}}
+
+
+def _v3_band_check(base: Path, heldout: Path) -> None:
+    from eureka_cli.local.config import SMALL_WORLD_RECIPE
+    from shared.model.evaluate import EvalSettings, evaluate
+
+    assert _v3_image_loss_gap(base) > 0.05  # the base reads the image (a collapsed vision tower gives ~0)
+    system = SMALL_WORLD_RECIPE.system_prompt  # the prompts `eureka up` trains and evaluates with
+    greedy = evaluate(EvalSettings(model=base, data=heldout, greedy=True, system_prompt=system),
+                      progress=False)["overall"]
+    # greedy decoding answers directly (the corpus's plurality style): room for RL to lengthen and check
+    assert greedy["styles"]["direct"]["share"] > 0.8 and greedy["reflection_rate"] < 0.1, greedy
+    assert 0.05 <= greedy["accuracy"] <= 0.6, greedy
+
+
+def _style_gate_check(base: Path, heldout: Path) -> None:
+    """The gate before RL: checking pays off in the base's own samples, so RL has a behaviour to select."""
+    gate = style_gate(base, heldout)
+    assert gate["checked_share"] + gate["fixed_share"] > 0.1, gate
+    assert gate["direct"] < gate["step"] < gate["checked"], gate
+
+
+@pytest.fixture(scope="module")
+def heldout_v3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from shared.model.synthetic import write_split
+
+    return write_split(tmp_path_factory.mktemp("syn3"), "heldout", 120, seed=0, version=3)
+
+
+def _cached_v3_base() -> Path:
+    from shared.model.cache import base_is_current, base_model_dir
+    from shared.model.pretrain import BaseRecipe
+
+    recipe = BaseRecipe(world=3)
+    if not base_is_current(recipe=recipe):
+        pytest.skip("no current cached v3 base; `eureka make-base --world 3` builds it")
+    return base_model_dir(recipe)
+
+
+def test_cached_v3_base_is_in_the_band(heldout_v3: Path) -> None:
+    _v3_band_check(_cached_v3_base(), heldout_v3)
+
+
+@pytest.mark.xfail(strict=False, reason="corpus v4 on the 2000-step tiny base: accuracy by style is flat in its own "
+                   "samples (docs/MODEL.md, 'The gate before RL'); the corpus or the base recipe must change")
+def test_cached_v3_base_passes_the_style_gate(heldout_v3: Path) -> None:
+    _style_gate_check(_cached_v3_base(), heldout_v3)

@@ -66,17 +66,33 @@ def test_system_prompt_of_a_chat_without_one(tiny, png) -> None:
     assert system(plain) == QWEN_DEFAULT_SYSTEM_PROMPT
     assert system(plain, system_prompt=INSTRUCT_SYSTEM_PROMPT) == INSTRUCT_SYSTEM_PROMPT
     assert system(plain, system_prompt="") == ""
-    assert system(plain, mode="pretrained", system_prompt="Reason.") == "Reason."
+    assert system(plain, mode="boxed", system_prompt="Reason.") == "Reason."
     assert system(own, system_prompt=INSTRUCT_SYSTEM_PROMPT) == system(own) == "Be brief."
 
 
-def test_pretrained_mode_has_boxed_suffix_and_no_system(tiny, png) -> None:
+def test_boxed_prompt_has_the_suffix_and_no_system(tiny, png) -> None:
     from shared.model.prompts import PRETRAINED_PROMPT_SUFFIX, build_prompt_inputs
 
     _, tok = tiny
-    text = tok.decode(build_prompt_inputs(_prompt(png, 0), tok, mode="pretrained").input_ids)
+    text = tok.decode(build_prompt_inputs(_prompt(png, 0), tok, mode="boxed").input_ids)
     assert "system" not in text and "\\boxed{}" in PRETRAINED_PROMPT_SUFFIX
     assert text.endswith(PRETRAINED_PROMPT_SUFFIX + "<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_pretrained_mode_is_plain_text_that_states_its_format(tiny, png) -> None:
+    from services.reward.core import format_score
+    from shared.model.prompts import build_prompt_inputs
+
+    _, tok = tiny
+    inputs = build_prompt_inputs(_prompt(png, 1), tok, mode="pretrained")
+    text = tok.decode(inputs.input_ids)
+    assert "<|im_start|>" not in text and "<|im_end|>" not in text and "system" not in text
+    assert text.startswith("A conversation between User and Assistant.") and text.endswith("\nAssistant: ")
+    assert "<|vision_start|>" in text and inputs.pixel_values is not None
+    # the layout the prompt shows is the one the pretrained format reward scores 1 (answer boxed in the tag)
+    shown = text[text.index("i.e., ") + len("i.e., "): text.index(".\nUser:")]
+    assert format_score(shown, "pretrained", min_think_chars=0) == 1.0
+    assert format_score(shown.replace("\\boxed{answer here}", "answer here"), "pretrained", 0) == 0.0
 
 
 def test_errors_are_sentences(tiny, png) -> None:

@@ -1,0 +1,158 @@
+"""The small world's version-3 families: problems a tiny model solves one read or one fact per step.
+
+Each problem is a chain: read the inputs off the image, then a few one-fact steps (`a + b = c`),
+so a worked solution is causally more accurate than a direct answer (the model would have to read
+and add several values in one token). Difficulty 1-3 is the number of steps; difficulty 1 can be
+answered directly. Every chain also has an independent check that recomputes differently (the sum
+in the other order, or the inverse operation back to a known value), which the corpus uses for its
+checked and slip-then-fix styles (shared/model/corpus.py).
+
+Families: `sum` (2-4 bold digits 1-5), `redblue` (red plus blue shapes among others), `range`
+(tallest minus shortest of 2-4 bars), `chain` (a countdown-style walk: start at the drawn digit,
+add and subtract what the text says).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from PIL import Image, ImageDraw
+
+from shared.model.drawing import CELL, GRID, LETTERS, SHAPES, SIZE, cell_box, draw_shape, text_font
+
+FAMILIES_V3 = ("sum", "redblue", "range", "chain")
+DIGIT_MAX = 5
+
+
+@dataclass
+class Chain:
+    """start, then `value op x` per step; the check recomputes `check_ops` from `check_start` and compares
+    its result with `target` (None: with the chain's own result)."""
+
+    reads: list[str]
+    start: int
+    ops: list[tuple[str, int]]
+    check_start: int | None = None  # None: start from the chain's result (an inverse check)
+    check_ops: list[tuple[str, int]] = field(default_factory=list)
+    target: int | None = None
+
+    def values(self, slip_at: int | None = None, slip: int = 0) -> list[int]:
+        """The running values, optionally with a slip of `slip` at step `slip_at` carried onwards."""
+        out = [self.start]
+        for i, (op, x) in enumerate(self.ops):
+            v = out[-1] + x if op == "+" else out[-1] - x
+            out.append(v + slip if i == slip_at else v)
+        return out
+
+    @property
+    def result(self) -> int:
+        return self.values()[-1]
+
+    def check_values(self, first_result: int) -> tuple[list[int], int]:
+        """Running values of the check, and what they must end at."""
+        out = [first_result if self.check_start is None else self.check_start]
+        for op, x in self.check_ops:
+            out.append(out[-1] + x if op == "+" else out[-1] - x)
+        return out, first_result if self.target is None else self.target
+
+
+def steps_text(ops: list[tuple[str, int]], values: list[int]) -> list[str]:
+    """One sentence per step: `3 + 5 = 8.`"""
+    return [f"{values[i]} {op} {x} = {values[i + 1]}." for i, (op, x) in enumerate(ops)]
+
+
+@dataclass
+class ChainProblem:
+    task: str
+    question: str
+    answer: str
+    image: Image.Image
+    chain: Chain
+    difficulty: int
+
+    @property
+    def value(self) -> str:
+        return self.answer
+
+
+def _digits_image(values: list[int], rng: random.Random) -> Image.Image:
+    img = Image.new("RGB", (SIZE, SIZE), "white")
+    draw = ImageDraw.Draw(img)
+    for k, v in zip(sorted(rng.sample(range(GRID * GRID), len(values))), values):
+        x0, y0, x1, y1 = cell_box(k, pad=0)
+        draw.text(((x0 + x1) // 2, (y0 + y1) // 2), str(v), font=text_font(26), fill="black", anchor="mm",
+                  stroke_width=1, stroke_fill="black")
+    return img
+
+
+def _listing(values: list[object]) -> str:
+    words = [str(v) for v in values]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _sum(rng: random.Random, d: int) -> ChainProblem:
+    values = [rng.randint(1, DIGIT_MAX) for _ in range(d + 1)]
+    img = _digits_image(values, rng)  # drawn in cell order: the reads list them in that order
+    back = values[::-1]
+    chain = Chain([f"The numbers are {_listing(values)}."], values[0], [("+", v) for v in values[1:]],
+                  check_start=back[0], check_ops=[("+", v) for v in back[1:]])
+    return ChainProblem("sum", "What is the sum of the numbers?", str(chain.result), img, chain, d)
+
+
+def _redblue(rng: random.Random, d: int) -> ChainProblem:
+    red, blue = rng.randint(1, d), rng.randint(1, d)
+    others = rng.randint(d - 1, d)
+    cells = sorted(rng.sample(range(GRID * GRID), red + blue + others))
+    colours = ["red"] * red + ["blue"] * blue + [rng.choice(("green", "yellow")) for _ in range(others)]
+    rng.shuffle(colours)
+    img = Image.new("RGB", (SIZE, SIZE), "white")
+    draw = ImageDraw.Draw(img)
+    seen = []
+    for k, c in zip(cells, colours):
+        shape = rng.choice(SHAPES)
+        draw_shape(draw, k, shape, c)
+        seen.append(f"{c} {shape}")
+    reads = [f"The shapes: {', '.join(seen)}.", f"Red {red}, blue {blue}."]
+    chain = Chain(reads, red, [("+", blue)], check_start=blue, check_ops=[("+", red)])
+    return ChainProblem("redblue", "How many shapes are red or blue?", str(red + blue), img, chain, d)
+
+
+def _range(rng: random.Random, d: int) -> ChainProblem:
+    n = d + 1
+    values = [rng.randint(1, GRID) for _ in range(n)]
+    while max(values) == min(values):
+        values = [rng.randint(1, GRID) for _ in range(n)]
+    img = Image.new("RGB", (SIZE, SIZE), "white")
+    draw = ImageDraw.Draw(img)
+    for i, v in enumerate(values):
+        draw.rectangle((i * CELL + 2, SIZE - v * CELL, (i + 1) * CELL - 3, SIZE - 1), fill=(60, 110, 200))
+    hi, lo = max(values), min(values)
+    reads = ["The bars are " + ", ".join(f"{k} {v}" for k, v in zip(LETTERS, values)) + ".",
+             f"The tallest is {hi}, the shortest {lo}."]
+    chain = Chain(reads, hi, [("-", lo)], check_ops=[("+", lo)], target=hi)  # check: result + shortest = tallest
+    q = f"Bars {LETTERS[0]}-{LETTERS[n - 1]} go left to right. How much taller is the tallest bar than the shortest?"
+    return ChainProblem("range", q, str(hi - lo), img, chain, d)
+
+
+def _walk(rng: random.Random, d: int) -> ChainProblem:
+    while True:
+        start = rng.randint(1, 9)
+        ops = [(rng.choice("+-"), rng.randint(1, 4)) for _ in range(d)]
+        chain = Chain([f"The number is {start}."], start, ops)
+        if all(0 <= v <= 15 for v in chain.values()):
+            break
+    undo = [("-" if op == "+" else "+", x) for op, x in reversed(ops)]
+    chain.check_ops, chain.target = undo, start  # check: undo every step, back to the start
+    words = {"+": "add", "-": "subtract"}
+    said = ", then ".join(f"{words[op]} {x}" for op, x in ops)
+    q = f"Start from the number in the picture, {said}. What number do you get?"
+    return ChainProblem("chain", q, str(chain.result), _digits_image([start], rng), chain, d)
+
+
+_MAKERS = {"sum": _sum, "redblue": _redblue, "range": _range, "chain": _walk}
+
+
+def make_chain_problem(rng: random.Random, family: str | None = None, difficulty: int | None = None) -> ChainProblem:
+    """One v3 problem; a random family and difficulty (1-3) unless given."""
+    return _MAKERS[family or rng.choice(FAMILIES_V3)](rng, difficulty or rng.randint(1, 3))
