@@ -1,6 +1,6 @@
 """The fault kinds of `eureka chaos`, each with its own count (`--kills-<kind>`, `--sigterms-rollout`, ...).
 
-A kind is a method `_<kind>` of `FaultKinds` that delivers one fault and records it with `Driver.record`;
+A kind is a method `_<kind>` of `FaultKinds` that delivers one fault and records it with `Pipeline.record`;
 `KINDS` names them in report order. A new kind (a vLLM worker, one node of a two-node learner, a worker in a
 weight broadcast) is one more method, one more count in `ChaosConfig`, and one more entry here.
 """
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from eureka_cli.local.supervisor import Supervisor
 from shared.logs import get_logger
-
-if TYPE_CHECKING:
-    from eureka_cli.local.chaos_driver import Driver
+from shared.redis_proc import RedisProc
 
 log = get_logger("chaos")
 
@@ -37,10 +38,35 @@ class Fault:
     detail: str = ""
 
 
+class FaultSettings(Protocol):
+    """The chaos settings a fault reads."""
+
+    pause_s: float
+    slow_reward_s: float
+    sigterm_grace_s: float
+
+
+class Pipeline(Protocol):
+    """What a fault needs from the running pipeline (`chaos_driver.Driver` is the one implementation)."""
+
+    cfg: FaultSettings
+    sup: Supervisor
+    redis: RedisProc
+    lock: threading.Lock
+    failures: list[str]
+
+    def restart(self, name: str) -> None: ...
+    def restart_redis(self) -> None: ...
+    def live_rollouts(self, avoid: set[str]) -> str: ...
+    def record(self, fault: Fault) -> None: ...
+    def background(self, target: Callable[..., Any], *args: Any, side: bool = False) -> None: ...
+    def serving(self, fault: Fault, name: str, killed: float) -> None: ...
+
+
 class FaultKinds:
     """Delivers one fault of a kind against the driver's pipeline."""
 
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Pipeline) -> None:
         self.d = driver
         self.paused: set[str] = set()
 
