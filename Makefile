@@ -6,7 +6,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HELM_DIR := .tools/bin
 export PATH := $(CURDIR)/$(HELM_DIR):$(PATH)
 
-.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-fanout bench-async_vs_sync bench-demo bench-signatures bench-peer_trl bench-report clean
+.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-fanout bench-async_vs_sync bench-demo bench-signatures bench-peer_trl bench-report bench-rollout_vllm clean
 
 setup: apt venv proto helm
 
@@ -80,6 +80,10 @@ $(addprefix bench-,$(BENCHES) async_vs_sync demo signatures): bench-%: setup
 # docs/BENCHMARKS.md and the README's demo table from the committed bench/results/*.json (stdlib only).
 bench-report:
 	python3 bench/report.py
+
+# The rollout bench on the vllm backend, in the vLLM tier's venv (bench/results/rollout_vllm.json).
+bench-rollout_vllm: setup $(VLLM_VENV)/.installed
+	$(VLLM_PY) bench/rollout.py --backend vllm
 
 # The TRL peer needs the `bench` extra (not in requirements.lock): install it first.
 bench-peer_trl: setup

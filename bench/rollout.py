@@ -13,6 +13,10 @@ batch (as the worker's hf backend batches a claim), tokens counted up to the sto
 round by round.
 Writes bench/results/rollout.json.
 
+`--backend vllm` (in the vLLM venv: `make bench-rollout_vllm`): the worker runs the vllm backend and the
+baseline is vLLM's own offline `LLM.generate` in this process on the same claims (image pads collapsed, the
+same sampling, no log-probs); writes bench/results/rollout_vllm.json.
+
     .venv/bin/python bench/rollout.py [--rounds 3] [--prompts 8] [--claim-prompts 4] [--samples 8] [--max-tokens 128]
 """
 
@@ -85,6 +89,27 @@ def bare_round(model, tok, prompts, samples: int, max_tokens: int, claim: int) -
     return tokens, time.perf_counter() - start
 
 
+def bare_round_vllm(llm, tok, prompts, samples: int, max_tokens: int, claim: int) -> tuple[int, float]:
+    """The vllm baseline: vLLM's offline `generate` on the round's claims, one call a claim; (tokens, seconds)."""
+    from vllm import SamplingParams
+
+    from services.rollout.backends.vllm import collapse_image_pads
+    from shared.model.io import generation_stop_ids
+    from shared.model.prompts import build_prompt_inputs, load_image
+
+    params = SamplingParams(n=samples, temperature=1.0, top_p=1.0, max_tokens=max_tokens,
+                            stop_token_ids=generation_stop_ids(tok), detokenize=False)
+    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    tokens, start = 0, time.perf_counter()
+    for first in range(0, len(prompts), claim):
+        batch = [{"prompt_token_ids": collapse_image_pads(build_prompt_inputs(p, tok).input_ids, pad),
+                  "multi_modal_data": {"image": [load_image(r.data, r.uri) for r in p.images]}}
+                 for p in prompts[first : first + claim]]
+        for out in llm.generate(batch, params, use_tqdm=False):
+            tokens += sum(len(c.token_ids) for c in out.outputs)
+    return tokens, time.perf_counter() - start
+
+
 def service_round(buffer, prompts, cursor: int) -> tuple[int, float, float]:
     """Enqueue the prompts and read their groups back; (response tokens, seconds, worker generate seconds)."""
     start = time.perf_counter()
@@ -111,6 +136,9 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each path")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    parser.add_argument("--kv-share", type=float, default=0.1, help="vllm: gpu_memory_utilization of each engine")
+    parser.add_argument("--compile", action="store_true", help="vllm: torch.compile / CUDA graphs (GPU runs)")
     args = parser.parse_args()
     reuse_freed_memory()  # as the rollout worker does: the bare loop runs in this process alike
 
@@ -127,6 +155,22 @@ def main() -> int:
     redis = start_redis(tmp / "redis")
     store = WeightStore()
     store.publish(0, model.state_dict())
+    bare, results, worker_args = bare_round, RESULTS, []
+    if args.backend == "vllm":
+        from services.rollout.backends.vllm import engine_args
+        from services.rollout.config import RolloutConfig
+
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vllm import LLM
+
+        vllm_cfg = {"gpu_memory_utilization": args.kv_share, "enforce_eager": not args.compile}
+        cfg = RolloutConfig(backend="vllm", claim_batch_prompts=args.claim_prompts, vllm=vllm_cfg,
+                            recipe={"n_samples": args.samples, "max_response_tokens": args.max_tokens})
+        llm = LLM(**engine_args(str(model_path), cfg))
+        model, results = llm, RESULTS_DIR / "rollout_vllm.json"
+        bare = bare_round_vllm
+        worker_args = ["--backend", "vllm", "--vllm.gpu-memory-utilization", str(args.kv_share),
+                       "--vllm.enforce-eager", json.dumps(not args.compile)]
     weights = GrpcServer(lambda s: add_weight_service(s, store), host="127.0.0.1", port=0, grpc_cfg=GrpcConfig(),
                          security=SecurityConfig()).start()
     ports = {name: free_port() for name in ("buffer", "reward", "rollout")}
@@ -145,7 +189,8 @@ def main() -> int:
                           "--worker-id", "bench", "--claim-batch-prompts", str(args.claim_prompts),
                           "--claim-wait-ms", "500",
                           "--cpu-threads", str(args.threads), "--recipe.n-samples", str(args.samples),
-                          "--recipe.max-response-tokens", str(args.max_tokens)], cwd=REPO, stdout=logs, stderr=logs),
+                          "--recipe.max-response-tokens", str(args.max_tokens), *worker_args],
+                         cwd=REPO, stdout=logs, stderr=logs),
     ]
     try:
         print("starting redis, buffer, reward and one rollout worker", flush=True)
@@ -156,7 +201,7 @@ def main() -> int:
         buffer = buffer_pb2_grpc.BufferServiceStub(channel(ports["buffer"]))
         print("warm-up round (not timed)", flush=True)
         service_round(buffer, make_prompts(0, 2), 0)  # also: the worker's first generate
-        bare_round(model, tok, make_prompts(0, 2), args.samples, args.max_tokens, args.claim_prompts)
+        bare(model, tok, make_prompts(0, 2), args.samples, args.max_tokens, args.claim_prompts)
         cursor = 2
         totals = {"service": [0, 0.0], "bare": [0, 0.0]}
         generating = 0.0  # seconds the worker spent inside generate during the service rounds
@@ -164,7 +209,7 @@ def main() -> int:
             prompts = make_prompts(cursor, args.prompts)
             for path in ("bare", "service") if r % 2 == 0 else ("service", "bare"):
                 if path == "bare":
-                    tokens, seconds = bare_round(model, tok, prompts, args.samples, args.max_tokens, args.claim_prompts)
+                    tokens, seconds = bare(model, tok, prompts, args.samples, args.max_tokens, args.claim_prompts)
                 else:
                     tokens, seconds, gen_s = service_round(buffer, prompts, cursor)
                     generating += gen_s
@@ -186,13 +231,14 @@ def main() -> int:
             "samples_per_prompt": args.samples,
             "max_response_tokens": args.max_tokens, "torch_threads": args.threads,
             "service_tokens": totals["service"][0], "bare_tokens": totals["bare"][0],
+            "backend": args.backend,
             "model": "tiny Qwen2.5-VL (random weights), float32, CPU",
             "load_average_1m": load_1m(),
             "machine": machine(),
         }
-        write_result(out, RESULTS)
+        write_result(out, results)
         print(f"service {service_tps:,.0f} tokens/s vs bare generate {bare_tps:,.0f} tokens/s: ratio {out['ratio']:.2f}"
-              f" (target >= 0.85); wrote {RESULTS}")
+              f" (target >= 0.85); wrote {results}")
         return 0
     finally:
         for p in reversed(procs):

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from services.rollout.config import VllmConfig
 from shared.config import EurekaSettings, RecipeConfig
 from shared.model.prompts import INSTRUCT_SYSTEM_PROMPT
 
@@ -34,6 +35,8 @@ class UpConfig(EurekaSettings):
     mode: Literal["async", "sync"] = Field("async", description="async (max_staleness) or sync (OpenRLHF schedule)")
     steps: int = Field(60, ge=1, description="learner steps (= policy versions)")
     rollout_workers: int = Field(2, ge=1, le=16, description="rollout worker processes")
+    rollout_backend: Literal["hf", "vllm"] = Field("hf", description="generation engine of the rollout workers")
+    rollout_vllm: VllmConfig = Field(VllmConfig(), description="engine options of vllm rollout workers")
     learner_procs: int = Field(2, ge=1, le=8, description="learner processes (torchrun, gloo on CPU)")
     zero_stage: int = Field(2, ge=0, le=3)
     checkpoint_every: int = Field(5, ge=1)

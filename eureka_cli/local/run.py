@@ -101,6 +101,12 @@ def _system_prompt_flag(cfg: UpConfig) -> list[str]:
     return [] if cfg.recipe.system_prompt is None else ["--system-prompt", json.dumps(cfg.recipe.system_prompt)]
 
 
+def _backend_flags(cfg: UpConfig) -> list[str]:
+    vllm = [f"--vllm.{k.replace('_', '-')}={json.dumps(v)}" for k, v in cfg.rollout_vllm.model_dump(mode="json").items()
+            if v is not None]
+    return ["--backend", cfg.rollout_backend, *(vllm if cfg.rollout_backend == "vllm" else [])]
+
+
 def base_recipe(cfg: UpConfig) -> BaseRecipe:
     """The base a run starts from: `world`'s chat base, or in pretrained mode the v3 base pretrained without
     chat data (the plain corpus is written for world 3)."""
@@ -158,7 +164,7 @@ def start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str,
             "rollout", "serve", "--port", str(p[f"rollout{i}"]), "--metrics-port", str(p[f"m_rollout{i}"]),
             "--buffer-address", f"127.0.0.1:{p['buffer']}", "--reward-address", f"127.0.0.1:{p['reward']}",
             "--learner-address", f"127.0.0.1:{p['weights']}", "--model-path", str(base), "--worker-id", f"rollout{i}",
-            "--mode", cfg.mode, "--cpu-threads", "1", "--seed", str(cfg.seed + i), *recipe), env)
+            "--mode", cfg.mode, "--cpu-threads", "1", "--seed", str(cfg.seed + i), *recipe, *_backend_flags(cfg)), env)
     security = SecurityConfig(service_token=token)
     for name in ("reward", "buffer", "weights", *(f"rollout{i}" for i in range(cfg.rollout_workers))):
         deadline = time.monotonic() + cfg.start_timeout_s

@@ -2,6 +2,8 @@
 
 There is one verifier: the reward service (`eureka reward serve`), called over gRPC. Without
 `--reward-target` the eval starts one as a subprocess on free ports and stops it at the end.
+Generation is transformers `generate` (`--backend hf`, on `--device`) or the rollout workers' vLLM engine
+(`--backend vllm`: the same image bounds and stop tokens, all of a chunk's prompts in one engine call).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from services.rollout.config import VllmConfig
 from shared.config import EurekaSettings
 from shared.process import terminate
 
@@ -43,6 +46,10 @@ class EvalSettings(EurekaSettings):
     out: Path | None = Field(None, description="also write the JSON report here")
     reward_target: str = Field("", description="host:port of a running reward service (empty: start one)")
     threads: int = Field(1, ge=1, description="torch CPU threads")
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf = transformers generate; vllm = the vLLM engine")
+    device: str = Field("cpu", description="torch device of the hf backend (cpu, cuda, cuda:1); vllm picks its own")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    vllm: VllmConfig = Field(VllmConfig(), description="engine options of the vllm backend")
 
 
 @contextlib.contextmanager
@@ -84,7 +91,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[Any], k: int, greedy: boo
     from shared.model.io import generation_stop_ids, suppressed_token_ids
     from shared.model.prompts import batch_inputs
 
-    kwargs = batch_inputs(prompts, tokenizer.pad_token_id, image_token_id=model.config.image_token_id)
+    kwargs = batch_inputs(prompts, tokenizer.pad_token_id, str(model.device), model.dtype, model.config.image_token_id)
     sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
     stops = generation_stop_ids(tokenizer)
     with torch.no_grad():
@@ -96,6 +103,32 @@ def generate(model: Any, tokenizer: Any, prompts: list[Any], k: int, greedy: boo
         cut = next((i for i, t in enumerate(row) if t in stops), len(row))
         responses.append(row[:cut])
     return [responses[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+
+def vllm_engine(cfg: EvalSettings, model_dir: Path) -> Any:
+    """The rollout workers' vLLM backend, set up for evaluation: same image bounds, stop tokens and log-prob path."""
+    from services.rollout.backends.vllm import VllmBackend
+    from services.rollout.config import RolloutConfig
+
+    recipe = {"temperature": cfg.temperature, "max_response_tokens": cfg.max_new_tokens,
+              "system_prompt": cfg.system_prompt, "n_samples": 1 if cfg.greedy else cfg.samples}
+    rollout = RolloutConfig(backend="vllm", dtype=cfg.dtype, seed=cfg.seed, claim_batch_prompts=ROWS_PER_CALL,
+                            vllm=cfg.vllm, recipe=recipe)
+    return VllmBackend(str(model_dir), rollout)
+
+
+def generate_vllm(engine: Any, prompts: list[Any], inputs: list[Any], k: int, cfg: EvalSettings) -> list[list[list[int]]]:
+    """k responses (token ids, stop token removed) for each prompt, from one vLLM `generate` call."""
+    import threading
+
+    from services.rollout.backends.base import GenRequest, SamplingSpec
+
+    spec = SamplingSpec(n=k, temperature=0.0 if cfg.greedy else cfg.temperature, top_p=1.0,
+                        max_new_tokens=cfg.max_new_tokens)
+    requests = [GenRequest(p, inp) for p, inp in zip(prompts, inputs, strict=True)]
+    stops = set(engine.stop_ids)
+    out = engine.generate(requests, spec, threading.Event())
+    return [[c.token_ids[:-1] if c.token_ids and c.token_ids[-1] in stops else c.token_ids for c in group] for group in out]
 
 
 def score(channel: Any, items: list[tuple[str, str]], mode: str) -> list[Any]:
@@ -176,7 +209,9 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model_dir = cfg.model or ensure_base_model()
-    model, tok = load_model(model_dir), load_tokenizer(model_dir)
+    tok = load_tokenizer(model_dir)
+    engine = vllm_engine(cfg, model_dir) if cfg.backend == "vllm" else None
+    model = load_model(model_dir, dtype=cfg.dtype, device=cfg.device) if engine is None else None
     data = read_jsonl(cfg.data, cfg.image_root)
     for sentence in data.skipped:
         print(f"skipped {sentence}", file=sys.stderr)
@@ -192,10 +227,12 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
     with tqdm(total=len(records), desc="eval", unit="prompt", disable=not progress) as bar:
         for first in range(0, len(records), per_call):
             chunk = records[first : first + per_call]
-            inputs = [build_prompt_inputs(record_to_prompt(rec, f"eval:{first + i}", first + i), tok, prompt,
-                                          system_prompt=cfg.system_prompt)
-                      for i, rec in enumerate(chunk)]
-            outputs = generate(model, tok, inputs, k, cfg.greedy, cfg.temperature, cfg.max_new_tokens)
+            prompts = [record_to_prompt(rec, f"eval:{first + i}", first + i) for i, rec in enumerate(chunk)]
+            inputs = [build_prompt_inputs(p, tok, prompt, system_prompt=cfg.system_prompt) for p in prompts]
+            if engine is None:
+                outputs = generate(model, tok, inputs, k, cfg.greedy, cfg.temperature, cfg.max_new_tokens)
+            else:
+                outputs = generate_vllm(engine, prompts, inputs, k, cfg)
             for rec, responses in zip(chunk, outputs, strict=True):
                 generated.extend((rec, ids, tok.decode(ids, skip_special_tokens=True)) for ids in responses)
             bar.update(len(chunk))
@@ -208,7 +245,7 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
     ]
     report = summarize(rows, k)
     report["settings"] = {"model": str(model_dir), "data": str(cfg.data), "samples": k, "greedy": cfg.greedy,
-                          "temperature": cfg.temperature, "mode": mode, "prompt": prompt,
+                          "temperature": cfg.temperature, "mode": mode, "prompt": prompt, "backend": cfg.backend,
                           "skipped_lines": len(data.skipped), "skipped": data.skipped}
     report["seconds"] = round(time.monotonic() - start, 1)
     report["examples"] = [r["text"] for r in rows[:5]]

@@ -97,3 +97,6 @@ def hf_model(path: Path, state_dict: dict | None = None):
     if state_dict is not None:
         model.load_state_dict(state_dict)
     return model
+
+
+from tests.rollout.conftest import stack, tiny_path  # noqa: E402, F401 - the rollout tier's real stack, reused
