@@ -6,7 +6,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HELM_DIR := .tools/bin
 export PATH := $(CURDIR)/$(HELM_DIR):$(PATH)
 
-.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-fanout bench-async_vs_sync bench-demo bench-signatures bench-peer_trl bench-report bench-rollout_vllm clean
+.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-fanout bench-memory bench-async_vs_sync bench-demo bench-signatures bench-peer_trl bench-report bench-rollout_vllm clean
 
 setup: apt venv proto helm
 
@@ -70,7 +70,7 @@ test-slow: setup
 chaos: setup
 	$(PY) -m pytest -q -ra -m chaos -s; rc=$$?; [ $$rc -eq 5 ] && { echo "no chaos tests collected"; exit 1; }; exit $$rc
 
-BENCHES := reward buffer rollout weights fanout
+BENCHES := reward buffer rollout weights fanout memory
 bench: $(addprefix bench-,$(BENCHES))
 
 # A static pattern rule: make applies no implicit (`bench-%:`) rule to a .PHONY target, so that did nothing.

@@ -42,7 +42,7 @@ class LearnerConfig(ServiceSettings):
         None, ge=1, description="groups per rollout batch = policy version (None = recipe.rollout_batch_prompts)"
     )
     micro_batch_sequences: int = Field(1, ge=1, description="sequences (prompt + one response) per forward/backward on one process")
-    logprob_chunk_tokens: int = Field(4096, ge=1, description="positions (over a micro batch's rows) per log-prob chunk")
+    logprob_chunk_tokens: int = Field(1024, ge=1, description="positions (over a micro batch's rows) per log-prob chunk")
     gradient_checkpointing: Literal["auto", "on", "off"] = Field(
         "auto", description="recompute each decoder layer in backward; auto: on on GPU"
     )
