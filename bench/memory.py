@@ -149,10 +149,12 @@ def _child(*args: str) -> dict:
 
 def projection(steps: list[dict]) -> dict:
     """Qwen2.5-VL-7B per GPU under ZeRO-3 (bf16 weights and grads, fp32 master + Adam, all partitioned over the
-    GPUs), the frozen tower replicated in bf16, activations from the measured per-token factor of the new step
-    (bytes per token per layer per hidden unit, fp32 here, halved for bf16), one log-prob chunk of logits."""
-    per_unit = max(s["step_peak_bytes"] / (s["tokens"] * ROWS) / (SIZES[s["size"]][1] * SIZES[s["size"]][0])
-                   for s in steps if s["mode"] == "new" and s["size"] == "l")
+    GPUs), the frozen tower replicated in bf16, one log-prob chunk of logits, and activations from the measured
+    slope of the new step's peak with length (bytes per token per layer per hidden unit between 1k and 4k on the
+    largest size; fp32 here, halved for bf16; it holds the recomputed layer's working set too)."""
+    hidden, layers, _ = SIZES["l"]
+    peak = {s["tokens"]: s["step_peak_bytes"] for s in steps if s["mode"] == "new" and s["size"] == "l"}
+    per_unit = (peak[4096] - peak[1024]) / ((4096 - 1024) * ROWS) / (layers * hidden)
     q = Q7B
     trainable = q["params"] - q["vision_params"]
     states = (q["params"] * 2 + trainable * (2 + 12)) / q["gpus"]
