@@ -19,7 +19,7 @@ GET_HELM = REPO / "deploy" / "get-helm"
 def test_the_makefile_reaches_nothing_outside_the_repository() -> None:
     text = (REPO / "Makefile").read_text()
     assert "../" not in text and "/work/" not in text
-    out = subprocess.run(["make", "-n", "-B", ".tools/bin/helm"], cwd=REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run(["make", "--no-print-directory", "-n", "-B", ".tools/bin/helm"], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "deploy/get-helm .tools/bin"
 
 
