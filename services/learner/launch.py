@@ -98,11 +98,16 @@ def launch(cfg: LearnerConfig) -> int:
     return _torchrun(cfg, topo)
 
 
+def torchrun_command(cfg: LearnerConfig, topo: Topology) -> list[str]:
+    """This node's torchrun: every node names the same rendezvous (endpoint and id), a lost node fails the job."""
+    return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={topo.nnodes}", f"--node-rank={topo.node_rank}",
+            f"--nproc-per-node={topo.nproc_per_node}", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={topo.master_addr}:{topo.master_port}", f"--rdzv-id=eureka-{cfg.consumer}",
+            "--max-restarts=0", "-m", "services.learner.main"]
+
+
 def _torchrun(cfg: LearnerConfig, topo: Topology) -> int:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={topo.nnodes}", f"--node-rank={topo.node_rank}",
-           f"--nproc-per-node={topo.nproc_per_node}", "--rdzv-backend=c10d",
-           f"--rdzv-endpoint={topo.master_addr}:{topo.master_port}", f"--rdzv-id=eureka-{cfg.consumer}",
-           "--max-restarts=0", "-m", "services.learner.main"]
+    cmd = torchrun_command(cfg, topo)
     log.info("torchrun", nnodes=topo.nnodes, node_rank=topo.node_rank, nproc_per_node=topo.nproc_per_node,
              master=f"{topo.master_addr}:{topo.master_port}")
     proc = subprocess.Popen(cmd, env=child_env(cfg))
