@@ -54,8 +54,9 @@ def init_distributed() -> None:
         deepspeed.init_distributed(dist_backend="gloo")
 
 
-def ds_config(cfg: LearnerConfig, bf16: bool) -> dict[str, Any]:
-    """DeepSpeed's view of one optimizer step: a mini-batch of sequences over every rank."""
+def ds_config(cfg: LearnerConfig, bf16: bool, universal: bool = False) -> dict[str, Any]:
+    """DeepSpeed's view of one optimizer step: a mini-batch of sequences over every rank (`universal`: the
+    checkpoint to load is a universal one, written for another world size)."""
     return {
         "train_batch_size": cfg.mini_batch_sequences,
         "train_micro_batch_size_per_gpu": cfg.micro_batch_sequences,
@@ -66,6 +67,7 @@ def ds_config(cfg: LearnerConfig, bf16: bool) -> dict[str, Any]:
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
+        "checkpoint": {"load_universal": universal},
     }
 
 
@@ -152,7 +154,7 @@ class Engine:
         return client_state or {}
 
 
-def build_engine(cfg: LearnerConfig, model_path: Path) -> Engine:
+def build_engine(cfg: LearnerConfig, model_path: Path, universal: bool = False) -> Engine:
     """Model (vision tower frozen by the recipe), AdamW over the trainable parameters, cosine schedule, DeepSpeed."""
     import deepspeed
     import torch
@@ -162,7 +164,7 @@ def build_engine(cfg: LearnerConfig, model_path: Path) -> Engine:
     torch.manual_seed(cfg.seed)
     gpu = torch.cuda.is_available()
     bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and gpu)
-    ds = ds_config(cfg, bf16)
+    ds = ds_config(cfg, bf16, universal)
     model, vision = load_policy(model_path, "bfloat16" if bf16 else "float32", cfg.zero_stage, ds,
                                 cfg.recipe.freeze_vision)
     if cfg.gradient_checkpointing == "on" or (cfg.gradient_checkpointing == "auto" and gpu):

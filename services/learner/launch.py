@@ -29,6 +29,7 @@ log = get_logger("learner")
 
 SETTINGS_ENV = "LEARNER_CHILD_SETTINGS"  # no EUREKA_ prefix: not a settings variable itself
 DEFAULT_MASTER_PORT = 29500  # torchrun's
+LOST = "a learner node or process failed"
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,15 @@ def _torchrun(cfg: LearnerConfig, topo: Topology) -> int:
              master=f"{topo.master_addr}:{topo.master_port}")
     proc = subprocess.Popen(cmd, env=child_env(cfg))
     _forward_signals([proc])
-    return proc.wait()
+    code = proc.wait()
+    if code != 0:
+        _failed(code)
+    return code
+
+
+def _failed(code: int) -> None:
+    log.error(f"{LOST}; the job is stopped: start every node again with --resume to continue from the last "
+              "committed checkpoint", exit_code=code)
 
 
 def _spawn_local(cfg: LearnerConfig) -> int:
@@ -129,12 +138,12 @@ def _spawn_local(cfg: LearnerConfig) -> int:
         codes = [p.poll() for p in procs]
         failed = [c for c in codes if c not in (None, 0)]
         if failed:
-            log.error("a learner process failed, stopping the others", codes=codes)
             for p in procs:
                 if p.poll() is None:
                     p.kill()
             for p in procs:
                 p.wait()
+            _failed(failed[0])
             return failed[0]
         if all(c == 0 for c in codes):
             return 0

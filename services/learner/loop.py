@@ -52,12 +52,16 @@ def run(cfg: LearnerConfig) -> int:
     if rank != 0:
         model_path = _model_path(cfg)
     ckpt = state.read_checkpoint(cfg.run_dir) if cfg.resume else None
-    eng = build_engine(cfg, model_path)
+    universal = ckpt is not None and checkpoint.needs_universal(cfg, ckpt)
+    tag = control.from_rank0(checkpoint.to_universal(cfg, ckpt) if universal and rank == 0 else None)
+    eng = build_engine(cfg, model_path, universal)
     step = 0
     if ckpt is not None:
-        eng.load(cfg.run_dir / state.CHECKPOINT_DIR, ckpt.tag)
+        tag = tag or ckpt.tag
+        eng.load(cfg.run_dir / state.CHECKPOINT_DIR, tag)
         step = ckpt.step
-        log.info("resumed", step=step, policy_version=ckpt.policy_version, tag=ckpt.tag, unacked=len(ckpt.entry_ids))
+        log.info("resumed", step=step, policy_version=ckpt.policy_version, tag=tag, unacked=len(ckpt.entry_ids),
+                 checkpoint_world_size=ckpt.world_size, world_size=cfg.world_size)
     r0 = start_rank0(cfg, ckpt, stop) if rank == 0 else None
     publish(eng, r0, step)
     if r0 is not None:

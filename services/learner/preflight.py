@@ -23,5 +23,7 @@ def refusal(cfg: LearnerConfig) -> str:
     if cfg.model_path is not None:
         params, trainable = checkpoint.count_parameters(cfg.model_path, cfg.recipe.freeze_vision)
         need = checkpoint.estimate_bytes(params, trainable, 2 if cfg.dtype == "bfloat16" else 4)
-        return checkpoint.space_problem(cfg.run_dir, need, cfg.checkpoint_headroom)
+        ckpt = state.read_checkpoint(cfg.run_dir) if cfg.resume else None
+        copies = 3 if ckpt is not None and checkpoint.needs_universal(cfg, ckpt) else 2
+        return checkpoint.space_problem(cfg.run_dir, need, cfg.checkpoint_headroom, copies)
     return ""

@@ -1,7 +1,7 @@
 """The run dir: the committed checkpoint record and the append-only logs, all written durably.
 
 `checkpoint.json` is the commit point of a checkpoint: it names the DeepSpeed tag and carries the
-step, policy version, dataset cursor and the buffer entry ids trained since the previous checkpoint.
+step, policy version, dataset cursor, world size and the buffer entry ids trained since the previous checkpoint.
 It is replaced atomically (write, fsync, rename, fsync dir) only after the DeepSpeed files are fsync'd.
 `trained_ids.jsonl` gets one line per committed checkpoint with those ids, before they are acked, so
 each id whose effect is in the model appears exactly once. `dropped_ids.jsonl` records the ids the
@@ -29,6 +29,7 @@ class Checkpoint:
     policy_version: int
     cursor: int
     tag: str
+    world_size: int  # of the run that wrote it: a resume with another one loads it as a universal checkpoint
     entry_ids: list[str] = field(default_factory=list)
 
 

@@ -49,3 +49,17 @@ def test_checkpoint_volume_check(tmp_path, tiny_model) -> None:
     free = shutil.disk_usage(tmp_path).free
     problem = space_problem(tmp_path / "run", free, headroom=1.2)  # two of them cannot fit
     assert "give the run dir a larger volume" in problem and "GiB free" in problem
+
+
+def test_a_resume_on_another_world_size_converts_zero_checkpoints_and_needs_room_for_a_third(tmp_path) -> None:
+    from services.learner.checkpoint import needs_universal
+    from services.learner.config import LearnerConfig
+    from services.learner.state import Checkpoint
+
+    ckpt = Checkpoint(step=5, policy_version=5, cursor=20, tag="step5", world_size=2)
+    assert needs_universal(LearnerConfig(world_size=1, train_batch_groups=2), ckpt)
+    assert not needs_universal(LearnerConfig(world_size=2, train_batch_groups=2), ckpt)
+    assert not needs_universal(LearnerConfig(world_size=1, train_batch_groups=2, zero_stage=0), ckpt)  # whole states
+    need = int(shutil.disk_usage(tmp_path).free / 2.5)
+    assert space_problem(tmp_path / "run", need, headroom=1.0) == ""
+    assert "3 of about" in space_problem(tmp_path / "run", need, headroom=1.0, copies=3)
