@@ -56,7 +56,8 @@ def _nodes(docs: list[dict]) -> list[tuple[dict, dict[str, str], str]]:
 
 @pytest.mark.parametrize("args", [MULTI, (*MULTI, *LWS_API), LWS_VALUES],
                          ids=["statefulset", "leaderworkerset-served", "leaderworkerset-values"])
-def test_every_node_joins_one_rendezvous_with_its_own_rank(args: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_node_joins_one_rendezvous_with_its_own_rank(args: tuple[str, ...],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     nodes = _nodes(rendered(*args))
     assert len(nodes) >= 2
     commands = []
