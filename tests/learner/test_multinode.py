@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -153,7 +154,21 @@ def _start(tmp: Path, pipe: Pipeline, model: Path, data: Path, nodes: int, world
         with job.logs[-1].open("w") as log:
             job.procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                               start_new_session=True))
+        if node == 0 and nodes > 1:
+            _wait_listening(job, int(master))
     return job
+
+
+def _wait_listening(job: Job, port: int, timeout_s: float = 120) -> None:
+    """Node 0's torchrun hosts the rendezvous store, as at MASTER_ADDR in a cluster (on loopback every node
+    could: the first to bind the port does)."""
+    end = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        assert job.procs[0].poll() is None, f"node 0 exited with {job.procs[0].returncode}:\n{job.log(0)}"
+        assert time.monotonic() < end, f"node 0 did not host the rendezvous on port {port} within {timeout_s}s"
+        time.sleep(0.2)
 
 
 @contextmanager
