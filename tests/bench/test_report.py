@@ -49,6 +49,17 @@ def test_a_row_shows_figure_baseline_and_ratio(tmp_path: Path) -> None:
     assert "not recorded: run `make bench-buffer`" in md
 
 
+def test_memory_rows_read_bytes_as_gb_and_lower_is_better() -> None:
+    steps = [{"step_peak_bytes": 0}] * 9
+    steps[6], steps[8] = {"step_peak_bytes": 1_000_000_000}, {"step_peak_bytes": 3_000_000_000}
+    found = {"memory": {"steps": steps, "projection_qwen2_5_vl_7b": {"per_gpu_bytes": 100e9,
+                                                                   "profile": {"gpu_bytes": 80e9}},
+                        "machine": "m", "load_1m": 1.5, "recorded_utc": "t"}}
+    md = report.benchmarks_md(found)
+    assert "| 1.0 GB | the full-logits step, same model and batch: 3.0 GB | 3.00 |  | m, load 1.5, t |" in md
+    assert "| 100 GB | one GPU's memory: 80.0 GB | 0.80 | 1.0 |" in md  # over one GPU: below its target
+
+
 def test_make_bench_report_runs_it() -> None:
     out = subprocess.run(["make", "-n", "bench-report"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "bench/report.py" in out and "pip install" not in out  # stdlib only: no setup needed
