@@ -1,13 +1,14 @@
-"""Buffer throughput: groups/s through the buffer service (put + sample + ack) vs raw redis-py, same run.
+"""Buffer throughput: groups/s through the buffer service (put + sample + ack) vs a bare grpcio server, same run.
 
 Groups of 8 samples x 512 tokens, in batches of 8 (a rollout batch). Both paths batch alike: the service
 takes a batch in one PutGroups call; the baseline does the same stream operations straight on Redis with
 one round trip per step of the batch (idempotency lookup, XADD + ack of each prompt in one MULTI/EXEC,
 recording the ids), then XREADGROUP and XACK + XDEL. One client, one redis-server (AOF everysec), the
 buffer as its own process; batches of the paths alternate.
-Two diagnostic paths beside them: `core`, the buffer's core called in this process (no gRPC), and
-`grpc_ceiling`, the baseline's Redis operations behind a bare grpcio server process (requests parsed,
-groups stored as received; no checks, no Lua, no metrics): what any buffer served from Python could reach.
+The baseline the target is set against is `grpc_ceiling`: the raw path's Redis operations behind a bare grpcio
+server process (requests parsed, groups stored as received; no checks, no Lua, no metrics), what any buffer
+served from Python could reach (target >= 0.8 of it, docs/BENCHMARKS.md). Raw redis-py (no gRPC hop) and
+`core`, the buffer's core called in this process, are reported beside it.
 Writes bench/results/buffer.json.
 
     .venv/bin/python bench/buffer.py [--groups 800]
@@ -194,7 +195,8 @@ def serve_ceiling(port: int, redis_url: str) -> None:
 
     def sample(raw: bytes, context) -> bytes:
         req = buffer_pb2.SampleGroupsRequest.FromString(raw)
-        return Sampled(kept=[(eid.decode(), f[b"g"]) for eid, f in streams.read(req.consumer, req.num_groups)]).wire()
+        kept = [(eid.decode(), f[b"g"]) for eid, f in streams.read(req.consumer, req.num_groups)]
+        return Sampled(page_bytes=sys.maxsize, kept=kept).wire()  # one page: the groups as stored
 
     def ack(raw: bytes, context) -> bytes:
         req = buffer_pb2.AckGroupsRequest.FromString(raw)
@@ -270,8 +272,9 @@ def main() -> int:
     result = {
         "service_groups_per_s": round(rates["service"], 1),
         "raw_redis_groups_per_s": round(rates["raw"], 1),
-        "ratio": round(rates["service"] / rates["raw"], 3),
-        "target_ratio": 0.5,
+        "ratio": round(rates["service"] / rates["grpc_ceiling"], 3),
+        "target_ratio": 0.8,
+        "raw_redis_ratio": round(rates["service"] / rates["raw"], 3),
         "core_in_process_groups_per_s": round(rates["core"], 1),
         "core_ratio": round(rates["core"] / rates["raw"], 3),
         "grpc_ceiling_groups_per_s": round(rates["grpc_ceiling"], 1),
@@ -285,9 +288,9 @@ def main() -> int:
     }
     write_result(result, RESULTS)
     print(f"service {result['service_groups_per_s']} groups/s, raw redis-py {result['raw_redis_groups_per_s']} groups/s, "
-          f"ratio {result['ratio']} (target >= 0.5); core without gRPC {result['core_in_process_groups_per_s']} groups/s, "
+          f"ratio to raw {result['raw_redis_ratio']}; core without gRPC {result['core_in_process_groups_per_s']} groups/s, "
           f"ratio {result['core_ratio']}; bare grpcio ceiling {result['grpc_ceiling_groups_per_s']} groups/s, "
-          f"ratio {result['grpc_ceiling_ratio']} -> {RESULTS}")
+          f"service / ceiling {result['ratio']} (target >= 0.8) -> {RESULTS}")
     return 0
 
 
