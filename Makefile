@@ -85,10 +85,18 @@ bench-report:
 bench-rollout_vllm: setup $(VLLM_VENV)/.installed
 	$(VLLM_PY) bench/rollout.py --backend vllm
 
-# The TRL peer needs the `bench` extra (not in requirements.lock): install it first.
-bench-peer_trl: setup
-	$(PY) -m pip install -q -r requirements-bench.lock
-	$(PY) bench/peer_trl.py
+# The TRL peer runs in its own venv, .venv-bench: the project venv's packages (read through a .pth that adds
+# its site-packages after the bench venv's own) plus requirements-bench.lock, so the project venv stays as locked.
+BENCH_VENV := .venv-bench
+BENCH_PY   := $(BENCH_VENV)/bin/python
+$(BENCH_VENV)/.installed: requirements-bench.lock $(VENV)/.installed
+	test -x $(BENCH_PY) || python3 -m venv $(BENCH_VENV)
+	$(BENCH_PY) -c "import site, sysconfig, pathlib; project = sysconfig.get_path('purelib', vars={'base': '$(CURDIR)/$(VENV)'}); pathlib.Path(site.getsitepackages()[0], 'eureka_project_venv.pth').write_text(f'import site; site.addsitedir({project!r})\n')"
+	$(BENCH_PY) -m pip install -q -r requirements-bench.lock
+	touch $@
+
+bench-peer_trl: setup $(BENCH_VENV)/.installed
+	$(BENCH_PY) bench/peer_trl.py
 
 clean:
-	rm -rf gen $(VENV) $(VLLM_VENV) .tools
+	rm -rf gen $(VENV) $(VLLM_VENV) $(BENCH_VENV) .tools

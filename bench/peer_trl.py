@@ -16,7 +16,7 @@ What differs by design: Eureka trains each step on 8 groups that pass its online
 max_staleness versions old, importance-corrected); TRL trains on-policy on the 8 groups it sampled, where a
 group with equal rewards contributes nothing. Prompt order differs (Eureka's buffer cursor, TRL's sampler).
 
-    .venv/bin/python bench/peer_trl.py [--steps 20] [--eval-limit 200] [--trl-threads 1]
+    make bench-peer_trl    # .venv-bench/bin/python bench/peer_trl.py [--steps 20] [--eval-limit 200] [--trl-threads 1]
 """
 
 from __future__ import annotations
