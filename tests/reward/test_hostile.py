@@ -13,6 +13,8 @@ from eureka.v1 import reward_pb2
 from tests.reward.conftest import ITEM_TIMEOUT_S
 
 HUGE_POWER = "2^{2^{2^{100}}}"
+# Uncut, these items run for hours; the bound leaves room for a loaded machine and a worker respawn.
+CUT_BOUND_S = 2 * ITEM_TIMEOUT_S + 2
 NESTED = "{" * 10_000 + "1" + "}" * 10_000
 HOSTILE_ITEMS = [
     (f"<think>t</think><answer>{HUGE_POWER}</answer>", "3", "instruct"),
@@ -43,7 +45,7 @@ def test_hostile_item_over_grpc_scores_zero_within_timeout(reward_server, respon
     r = reply.results[0]
     assert r.accuracy == 0.0 and r.total == 0.0
     assert r.status in (reward_pb2.ITEM_STATUS_OK, reward_pb2.ITEM_STATUS_TIMEOUT, reward_pb2.ITEM_STATUS_INVALID)
-    assert elapsed < ITEM_TIMEOUT_S + 1, f"took {elapsed:.1f}s"
+    assert elapsed < CUT_BOUND_S, f"took {elapsed:.1f}s: the item was not cut at the item timeout"
     _still_answers(reward_server)
 
 
@@ -57,7 +59,7 @@ def test_timeout_kills_and_replaces_the_worker(reward_server) -> None:
         elapsed = time.monotonic() - start
         assert reply.status_code == 200
         assert all(r["total"] == 0.0 for r in reply.json()["results"])
-        assert elapsed < ITEM_TIMEOUT_S + 1, f"two items on two workers took {elapsed:.1f}s"
+        assert elapsed < CUT_BOUND_S, f"two items on two workers took {elapsed:.1f}s: not cut at the item timeout"
         statuses = {r["status"] for r in reply.json()["results"]}
         page = client.get("/metrics").text
         if "timeout" in statuses:
