@@ -14,6 +14,7 @@ BENCH_PY = REPO / ".venv-bench" / "bin" / "python"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two trainings and three evaluations: past the suite's 600 s per test on a loaded machine
 def test_peer_trl_two_steps(tmp_path: Path) -> None:
     if not BENCH_PY.exists():
         pytest.skip("the bench venv is not set up: `make .venv-bench/.installed` (or `make bench-peer_trl`)")
