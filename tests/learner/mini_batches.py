@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import torch
-from eureka.v1 import buffer_pb2, common_pb2
+from eureka.v1 import buffer_pb2
+from fixed_groups import fixed_groups
 
 from services.learner.config import LearnerConfig
 from services.learner.engine import build_engine, init_distributed
@@ -19,15 +20,7 @@ from services.learner.step import Batch, _forward, proximal_logprobs, reduce_sum
 
 def groups() -> list[buffer_pb2.TrajectoryGroup]:
     """Four prompts of four samples, rewards split so every group has advantages (ratios move under a large lr)."""
-    out = []
-    for k in range(4):
-        samples = [buffer_pb2.Sample(response_token_ids=[20 + k, 21 + i, 22, 23 + i], behaviour_logprobs=[-6.0] * 4,
-                                     reward=float(i % 2), accuracy=float(i % 2), finish_reason="stop")
-                   for i in range(4)]
-        out.append(buffer_pb2.TrajectoryGroup(
-            group_id=f"p{k}#1", prompt_id=f"p{k}", attempt=1, prompt=common_pb2.Prompt(prompt_id=f"p{k}"),
-            prompt_token_ids=[30, 31, 32, 33 + k], samples=samples))
-    return out
+    return fixed_groups(4, 4, lambda k, i: [20 + k, 21 + i, 22, 23 + i], lambda i: float(i % 2))
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import torch
-from eureka.v1 import buffer_pb2, common_pb2
+from eureka.v1 import buffer_pb2
+from fixed_groups import fixed_groups
 
 from services.learner.config import LearnerConfig
 from services.learner.engine import build_engine, init_distributed
@@ -17,15 +18,8 @@ from services.learner.step import train_step
 
 
 def groups(flip: bool) -> list[buffer_pb2.TrajectoryGroup]:
-    out = []
-    for k in range(2):
-        samples = [buffer_pb2.Sample(response_token_ids=[20 + k, 21, 22 + i], behaviour_logprobs=[-6.0, -6.1, -6.2],
-                                     reward=float((i + flip) % 2), accuracy=float(i % 2), finish_reason="stop")
-                   for i in range(4)]
-        out.append(buffer_pb2.TrajectoryGroup(
-            group_id=f"p{k}#1", prompt_id=f"p{k}", attempt=1, prompt=common_pb2.Prompt(prompt_id=f"p{k}"),
-            prompt_token_ids=[30, 31, 32, 33 + k], samples=samples))
-    return out
+    """Two prompts of four samples; `flip` swaps which samples are rewarded."""
+    return fixed_groups(2, 4, lambda k, i: [20 + k, 21, 22 + i], lambda i: float((i + flip) % 2))
 
 
 def main() -> None:
