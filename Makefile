@@ -6,7 +6,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HELM_DIR := .tools/bin
 export PATH := $(CURDIR)/$(HELM_DIR):$(PATH)
 
-.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos bench bench-reward bench-buffer bench-rollout bench-weights bench-fanout bench-memory bench-async_vs_sync bench-demo bench-signatures bench-peer_trl bench-report bench-rollout_vllm clean
+.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos chaos-scale bench bench-reward bench-buffer bench-rollout bench-weights bench-fanout bench-memory bench-async_vs_sync bench-demo bench-signatures bench-peer_trl bench-report bench-rollout_vllm clean
 
 setup: apt venv proto helm
 
@@ -69,6 +69,14 @@ test-slow: setup
 
 chaos: setup
 	$(PY) -m pytest -q -ra -m chaos -s; rc=$$?; [ $$rc -eq 5 ] && { echo "no chaos tests collected"; exit 1; }; exit $$rc
+
+# `eureka chaos` with the parts that run at scale (not in any test suite): vLLM rollout workers on the CPU tier
+# (the rollout kinds kill -9, SIGSTOP and SIGTERM them) and a learner of two nodes on loopback (its second node
+# killed: the job fails, every node restarts with --resume). CHAOS_ARGS adds or overrides flags.
+CHAOS_SCALE := --rollout-backend vllm --rollout-vllm.gpu-memory-utilization 0.1 --rollout-vllm.enforce-eager true \
+	--learner-nodes 2 --kills-learner-node 2
+chaos-scale: setup $(VLLM_VENV)/.installed
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_PY) -m eureka_cli chaos $(CHAOS_SCALE) $(CHAOS_ARGS)
 
 BENCHES := reward buffer rollout weights fanout memory
 bench: $(addprefix bench-,$(BENCHES))

@@ -20,14 +20,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from eureka_cli.local import run, run_folder
 from eureka_cli.local.chaos_audit import audit, figures_table, rewrite_docs
 from eureka_cli.local.chaos_driver import Driver, make_plan
-from eureka_cli.local.chaos_faults import KILL_KINDS, KINDS
+from eureka_cli.local.chaos_faults import KILLS, KINDS
+from eureka_cli.local.chaos_nodes import LearnerNodes
 from eureka_cli.local.config import UpConfig
-from eureka_cli.local.supervisor import ProcessDied, Supervisor
+from eureka_cli.local.supervisor import ProcessDied
 from shared.logs import get_logger, setup_logging
 from shared.redis_proc import RedisProc, start_redis
 
@@ -50,6 +51,12 @@ class ChaosConfig(UpConfig):
     kills_buffer: int = Field(4, ge=0)
     kills_learner: int = Field(3, ge=0, description="kill -9 of the learner (every rank), restarted with --resume")
     kills_redis: int = Field(3, ge=0, description="kill -9 of redis-server, restarted on the same port and data dir")
+    learner_nodes: int = Field(1, ge=1, le=4, description="learner launchers (nodes) on loopback, learner_procs "
+                               "split between them (c10d rendezvous hosted by node 0)")
+    kills_learner_node: int = Field(0, ge=0, description="kill -9 of every process of the learner's second node: the "
+                                    "first fails the job, every node restarts with --resume (needs --learner-nodes 2+)")
+    node_loss_s: float = Field(180.0, gt=0, description="how long the first learner node gets to fail the job after "
+                               "losing the second")
     sigterms_rollout: int = Field(2, ge=0, description="SIGTERM of a rollout worker: exits within sigterm_grace_s, "
                                   "its claims released")
     sigterm_grace_s: float = Field(60.0, gt=0, description="the chart's terminationGracePeriodSeconds of a rollout pod")
@@ -63,8 +70,17 @@ class ChaosConfig(UpConfig):
     write_doc: Path | None = Field(None, description="also rewrite the chaos figures between the markers of this doc "
                                    "(docs/RELIABILITY.md)")
 
+    @model_validator(mode="after")
+    def _nodes(self) -> ChaosConfig:
+        if self.learner_procs % self.learner_nodes:
+            raise ValueError(f"--learner-procs {self.learner_procs} does not split evenly over --learner-nodes "
+                             f"{self.learner_nodes}; give every node the same number of processes")
+        if self.kills_learner_node and self.learner_nodes < 2:
+            raise ValueError("--kills-learner-node needs a learner of two nodes or more; add --learner-nodes 2")
+        return self
+
     def counts(self) -> dict[str, int]:
-        return {**{k: getattr(self, f"kills_{k}") for k in KILL_KINDS}, "rollout_sigterm": self.sigterms_rollout}
+        return {**{k: getattr(self, f"kills_{k}") for k in KILLS}, "rollout_sigterm": self.sigterms_rollout}
 
 
 def main(cfg: ChaosConfig) -> int:
@@ -84,7 +100,7 @@ def main(cfg: ChaosConfig) -> int:
     signal.signal(signal.SIGINT, run.raise_interrupt)
     signal.signal(signal.SIGTERM, run.raise_interrupt)
     started = time.time()
-    sup = Supervisor(run_dir)
+    sup = LearnerNodes(run_dir, cfg.learner_nodes, cfg.learner_procs)
     driver: Driver | None = None
     redis: RedisProc | None = None
     try:
@@ -164,6 +180,8 @@ def _report(cfg: ChaosConfig, planned: dict, driver: Driver, result: dict, base:
     return {
         "seed": cfg.chaos_seed,
         "steps": cfg.steps,
+        "rollout_backend": cfg.rollout_backend,
+        "learner_nodes": cfg.learner_nodes,
         "wall_time_s": round(wall_s, 1),
         "chaos_time_s": round(driver.chaos_s, 1),
         "held_after_training_s": driver.held_s,
@@ -171,8 +189,8 @@ def _report(cfg: ChaosConfig, planned: dict, driver: Driver, result: dict, base:
         "delivered": delivered,
         "faults_planned": sum(planned.values()),
         "faults_delivered": sum(delivered.values()),
-        "kills_planned": sum(n for k, n in planned.items() if k in KILL_KINDS),
-        "kills": sum(n for k, n in delivered.items() if k in KILL_KINDS),
+        "kills_planned": sum(n for k, n in planned.items() if k in KILLS),
+        "kills": sum(n for k, n in delivered.items() if k in KILLS),
         "faults": per_kind,
         "fault_failures": driver.failures,
         "unplanned_exits": driver.crashes,

@@ -24,6 +24,7 @@ from shared.redis_proc import RedisProc
 
 log = get_logger("chaos")
 
+LEARNER_KINDS = ("learner", "learner_node")  # faults that restart the learner from its last checkpoint
 HOLDING = "serving the final weights until stopped"  # the learner's log line when it holds after its last step
 
 
@@ -86,7 +87,7 @@ class Driver:
                 kind = order.pop(0)
                 self.kinds.inject(kind, round(now - self.start, 1))
                 next_at = time.monotonic() + self._interval(len(order))
-            holding = self.cfg.hold_training and self._holding()
+            holding = self.cfg.hold_training and self.holding()
             if holding and held_from is None:
                 held_from = now
             if holding and not order and not any(t.is_alive() for t in self.side):
@@ -132,9 +133,9 @@ class Driver:
     def _ready(self, order: list[str]) -> bool:
         """A learner kill waits until the learner committed a checkpoint (or holds) since its last start, so every
         restart resumes from one; another kind goes first meanwhile."""
-        if order[0] != "learner" or self.learner_ready():
+        if order[0] not in LEARNER_KINDS or self.learner_ready():
             return True
-        other = next((j for j, k in enumerate(order) if k != "learner"), None)
+        other = next((j for j, k in enumerate(order) if k not in LEARNER_KINDS), None)
         if other is None:
             return False
         order.insert(0, order.pop(other))
@@ -154,7 +155,7 @@ class Driver:
             return 0
         return sum(HOLDING in line for line in self.learner_log.read_text(errors="replace").splitlines())
 
-    def _holding(self) -> bool:
+    def holding(self) -> bool:
         """The learner trained its last step and holds (since its last start)."""
         return self.checkpoint_step() >= self.cfg.steps and self._holds() > self.learner_holds_at_start
 
@@ -176,6 +177,8 @@ class Driver:
         return False
 
     def restart(self, name: str) -> None:
+        if name.startswith("learner"):  # a learner of several nodes restarts whole (`chaos_nodes.LearnerNodes`)
+            name = "learner"
         argv = list(self.sup.procs[name].argv)
         if name == "learner":  # continue from the last committed checkpoint
             argv[argv.index("--resume") + 1] = "true"

@@ -1,8 +1,8 @@
 """The fault kinds of `eureka chaos`, each with its own count (`--kills-<kind>`, `--sigterms-rollout`, ...).
 
 A kind is a method `_<kind>` of `FaultKinds` that delivers one fault and records it with `Pipeline.record`;
-`KINDS` names them in report order. A new kind (a vLLM worker, one node of a two-node learner, a worker in a
-weight broadcast) is one more method, one more count in `ChaosConfig`, and one more entry here.
+`KINDS` names them in report order. A new kind is one more method, one more count in `ChaosConfig`, and one
+more entry here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from shared.redis_proc import RedisProc
 log = get_logger("chaos")
 
 KILL_KINDS = ("rollout", "reward", "buffer", "learner", "redis")  # kill -9 and restart
-KINDS = (*KILL_KINDS, "rollout_sigterm", "pause", "slow")
+KILLS = (*KILL_KINDS, "learner_node")  # every kill -9 (`kills` in chaos.json)
+KINDS = (*KILLS, "rollout_sigterm", "pause", "slow")
 PREFIX = "eureka:"
 PROMPTS_GROUP = "rollout"  # the buffer's consumer group on the prompt stream
 
@@ -44,6 +45,7 @@ class FaultSettings(Protocol):
     pause_s: float
     slow_reward_s: float
     sigterm_grace_s: float
+    node_loss_s: float
 
 
 class Pipeline(Protocol):
@@ -56,6 +58,7 @@ class Pipeline(Protocol):
     failures: list[str]
 
     def restart(self, name: str) -> None: ...
+    def holding(self) -> bool: ...
     def restart_redis(self) -> None: ...
     def live_rollouts(self, avoid: set[str]) -> str: ...
     def record(self, fault: Fault) -> None: ...
@@ -93,6 +96,37 @@ class FaultKinds:
             d.restart(target)
             d.record(fault)
         d.background(d.serving, fault, target, killed)
+
+    def _learner_node(self, at_s: float) -> None:
+        """kill -9 of every process of the learner's second node (a lost machine): the first node must fail the
+        job (exit non-zero) within node_loss_s, then every node restarts with --resume. A learner holding after its
+        last step waits for its stop, not for a peer, so there the first node is stopped instead."""
+        d = self.d
+        with d.lock:
+            lead = d.sup.procs["learner"]
+            lead.expected_exit = True
+            holding = d.holding()
+            fault = Fault("learner_node", "learner1", at_s)
+            d.sup.signal("learner1", signal.SIGKILL)
+            d.sup.wait("learner1")
+            killed = time.monotonic()
+            if holding:
+                d.sup.signal("learner", signal.SIGTERM)
+        try:  # the driver's loop waits here: no other fault lands meanwhile
+            code = lead.proc.wait(d.cfg.node_loss_s)  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            d.sup.signal("learner", signal.SIGKILL)
+            code = lead.proc.wait()  # type: ignore[union-attr]
+            d.failures.append(f"the first learner node did not fail the job within {d.cfg.node_loss_s} s of losing "
+                              "the second (killed)")
+        failed_s = round(time.monotonic() - killed, 2)
+        with d.lock:
+            if code == 0 and not holding:
+                d.failures.append("the first learner node exited 0 after losing the second; the job must fail")
+            fault.detail = f"{'held; stopped' if holding else 'first node exit'} {code} after {failed_s} s"
+            d.restart("learner")
+            d.record(fault)
+        d.background(d.serving, fault, "learner", killed)
 
     def _rollout_sigterm(self, at_s: float) -> None:
         """SIGTERM of a rollout worker, as Kubernetes ends a pod: it must exit within the chart's grace period

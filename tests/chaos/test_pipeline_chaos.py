@@ -1,5 +1,5 @@
 """Pipeline chaos: a short `eureka chaos` run (every process kind killed at least once, a rollout SIGTERM, a pause,
-a slow reward), and a run whose plan cannot be delivered failing.
+a slow reward), a learner of two nodes losing its second node, and a run whose plan cannot be delivered failing.
 
 Run alone: `.venv/bin/python -m pytest tests/chaos/test_pipeline_chaos.py -m chaos -s` (or `make chaos`);
 about 8 minutes on 2 shared cores (plus building the cached base if it is missing;
@@ -75,5 +75,35 @@ def test_a_plan_the_run_cannot_hold_fails_the_run() -> None:
         report = json.loads((run_dir / "chaos.json").read_text())
         assert report["planned"] == {"rollout": 1, "redis": 1} and report["faults_delivered"] == 0
         assert report["lost"] == 0 and report["duplicated"] == 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.chaos
+def test_a_lost_learner_node_fails_the_job_and_every_node_resumes() -> None:
+    """Two learner launchers on loopback (c10d rendezvous hosted by node 0): kill -9 of the second node's processes
+    fails the job, both restart with --resume; a kill of node 0 restarts the job whole too."""
+    from shared.model.io import make_random_tiny
+
+    root = Path(tempfile.mkdtemp(prefix="eureka-chaos-test-"))
+    try:
+        run_dir = root / "run"
+        model = MODEL or str(make_random_tiny(root / "tiny", seed=0))
+        argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--model-path", model,
+                "--steps", "6", "--checkpoint-every", "2", "--eval-limit", "4", "--learner-nodes", "2",
+                "--kills-learner-node", "1", "--kills-learner", "1", "--kills-rollout", "1", "--kills-reward", "0",
+                "--kills-buffer", "0", "--kills-redis", "0", "--sigterms-rollout", "0", "--pause-s", "0",
+                "--slow-reward-s", "0", "--warmup-s", "5", "--min-interval-s", "6"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-4000:]
+        report = json.loads((run_dir / "chaos.json").read_text())
+        assert report["learner_nodes"] == 2
+        assert report["delivered"] == report["planned"] == {"rollout": 1, "learner": 1, "learner_node": 1}
+        assert report["lost"] == 0 and report["duplicated"] == 0 and report["steps_ok"]
+        node = next(f for f in report["fault_log"] if f["kind"] == "learner_node")
+        assert node["detail"].startswith(("first node exit", "held; stopped")) and " exit 0 " not in node["detail"]
+        if node["detail"].startswith("first node exit"):  # the launcher's sentence, not only a code
+            assert "start every node again with --resume" in (run_dir / "logs" / "learner.log").read_text()
     finally:
         shutil.rmtree(root, ignore_errors=True)
