@@ -67,6 +67,7 @@ class Driver:
         self.learner_log = cfg.run_dir / "logs" / "learner.log"
         self.learner_ckpt_at_start = 0
         self.learner_holds_at_start = 0
+        self.releases_back_at = 0.0  # monotonic time when claims a buffer outage left are past their lease
         self.kinds = FaultKinds(self)
 
     # --- the schedule -------------------------------------------------------------------------------------
@@ -131,14 +132,21 @@ class Driver:
         return bool(self._metrics())
 
     def _ready(self, order: list[str]) -> bool:
-        """A learner kill waits until the learner committed a checkpoint (or holds) since its last start, so every
-        restart resumes from one; another kind goes first meanwhile."""
-        if order[0] not in LEARNER_KINDS or self.learner_ready():
-            return True
-        other = next((j for j, k in enumerate(order) if k not in LEARNER_KINDS), None)
-        if other is None:
+        """The next fault goes first when its kind is ready (`_kind_ready`); else the first ready one after it."""
+        j = next((j for j, k in enumerate(order) if self._kind_ready(k)), None)
+        if j is None:
             return False
-        order.insert(0, order.pop(other))
+        order.insert(0, order.pop(j))
+        return True
+
+    def _kind_ready(self, kind: str) -> bool:
+        """A learner kill waits until the learner committed a checkpoint (or holds) since its last start, so every
+        restart resumes from one. A rollout SIGTERM waits out the lease after a buffer or redis kill: the releases
+        that failed meanwhile leave claims to the lease by design, and its check is of the claims it releases."""
+        if kind in LEARNER_KINDS:
+            return self.learner_ready()
+        if kind == "rollout_sigterm":
+            return time.monotonic() >= self.releases_back_at
         return True
 
     def learner_ready(self) -> bool:
@@ -200,6 +208,8 @@ class Driver:
         fault.restarted_at = fault.restarted_at or time.time()
         self.faults.append(fault)
         self.delivered[fault.kind] += 1
+        if fault.kind in ("buffer", "redis"):
+            self.releases_back_at = time.monotonic() + (self.cfg.buffer_lease_s or 600.0) + 5.0
         log.info("fault", kind=fault.kind, target=fault.target)
 
     def background(self, target, *args, side: bool = False) -> None:
