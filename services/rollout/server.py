@@ -1,7 +1,8 @@
 """`eureka rollout serve`: the worker thread plus a small status server (RolloutService + health).
 
 Health answers SERVING once the first weights are loaded and the worker claims. SIGTERM: stop
-claiming, finish the batch in flight (or release it after `drain_timeout_s`), exit 0. The Drain RPC
+claiming, finish the batch in flight (or release it after `drain_timeout_s`), exit 0; while the backend is still
+loading (a vLLM engine start), exit 0 at once: nothing is claimed yet. The Drain RPC
 releases the batch in flight at once and answers how many prompts it handed back; the process then
 exits 0. A `kill -9` loses nothing: the buffer reclaims the claims after their lease.
 """
@@ -9,7 +10,9 @@ exits 0. A `kill -9` loses nothing: the buffer reclaims the claims after their l
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
 import threading
 
 import grpc
@@ -19,7 +22,7 @@ from services.rollout.config import RolloutConfig
 from services.rollout.core import Worker
 from shared.grpc_client import create_channel
 from shared.grpc_server import GrpcServer, map_errors, stop_event_on_signals
-from shared.logs import setup_logging
+from shared.logs import EventLogger, setup_logging
 from shared.malloc import reuse_freed_memory
 from shared.metrics import serve_metrics
 
@@ -70,11 +73,26 @@ def build_worker(cfg: RolloutConfig) -> Worker:
     return Worker(cfg, backend, *channels, worker_id=worker_id)
 
 
+def _exit_on_signals_while_starting(log: EventLogger) -> None:
+    """Until the worker is built, SIGTERM or SIGINT ends the process at once with code 0: it holds no claim and has
+    put nothing, and loading a backend (a vLLM engine start) can outlast a pod's grace period."""
+
+    def _exit(signum: int, frame: object) -> None:
+        log.info("signal received while starting: nothing claimed, exiting", signal=signal.Signals(signum).name)
+        sys.stderr.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
+
+
 def main(cfg: RolloutConfig) -> int:
     log = setup_logging("rollout")
     reuse_freed_memory()  # weight pulls in 4 MiB chunks, group batches of hundreds of KB
-    stop = stop_event_on_signals()
+    _exit_on_signals_while_starting(log)
+    log.info("rollout starting: loading the backend", backend=cfg.backend)
     worker = build_worker(cfg)
+    stop = stop_event_on_signals()  # from here a SIGTERM drains the worker
     serve_metrics(cfg.metrics_port, host=cfg.host)
     server = GrpcServer(
         lambda s: add_rollout_service(s, worker, cfg.drain_timeout_s),
