@@ -74,7 +74,8 @@ chaos: setup
 # (the rollout kinds kill -9, SIGSTOP and SIGTERM them) and a learner of two nodes on loopback (its second node
 # killed: the job fails, every node restarts with --resume). CHAOS_ARGS adds or overrides flags.
 CHAOS_SCALE := --rollout-backend vllm --rollout-vllm.gpu-memory-utilization 0.1 --rollout-vllm.enforce-eager true \
-	--learner-nodes 2 --kills-learner-node 2
+	--learner-nodes 2 --kills-learner-node 2 --steps 10 --kills-rollout 2 --kills-reward 1 --kills-buffer 1 \
+	--kills-learner 1 --kills-redis 1 --kills-buffer-paged 1 --sigterms-rollout 1 --slow-reward-s 10
 chaos-scale: setup $(VLLM_VENV)/.installed
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_PY) -m eureka_cli chaos $(CHAOS_SCALE) $(CHAOS_ARGS)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -51,6 +52,10 @@ class ChaosConfig(UpConfig):
     kills_buffer: int = Field(4, ge=0)
     kills_learner: int = Field(3, ge=0, description="kill -9 of the learner (every rank), restarted with --resume")
     kills_redis: int = Field(3, ge=0, description="kill -9 of redis-server, restarted on the same port and data dir")
+    kills_buffer_paged: int = Field(1, ge=0, description="kill -9 of the buffer while the learner holds part of a "
+                                    "batch that arrives in pages (between two SampleGroups pages), restarted")
+    buffer_page_bytes: int = Field(1024, ge=1024, description="the buffer's sample_page_bytes in the run: below one "
+                                   "group, so every batch arrives in pages, one group a page")
     learner_nodes: int = Field(1, ge=1, le=4, description="learner launchers (nodes) on loopback, learner_procs "
                                "split between them (c10d rendezvous hosted by node 0)")
     kills_learner_node: int = Field(0, ge=0, description="kill -9 of every process of the learner's second node: the "
@@ -100,7 +105,8 @@ def main(cfg: ChaosConfig) -> int:
     signal.signal(signal.SIGINT, run.raise_interrupt)
     signal.signal(signal.SIGTERM, run.raise_interrupt)
     started = time.time()
-    sup = LearnerNodes(run_dir, cfg.learner_nodes, cfg.learner_procs)
+    sup = LearnerNodes(run_dir, cfg.learner_nodes, cfg.learner_procs,
+                       base_env={"EUREKA_SAMPLE_PAGE_BYTES": str(cfg.buffer_page_bytes)})  # read by the buffer alone
     driver: Driver | None = None
     redis: RedisProc | None = None
     try:
@@ -154,6 +160,10 @@ def _problems(report: dict) -> list[str]:
         out.append(f"delivered {report['faults_delivered']} of {report['faults_planned']} planned faults ({short}): "
                    "training ended first; keep --hold-training on, or plan fewer faults or more --steps")
     out += report["fault_failures"]
+    if report["unplanned_exits"]:
+        exits = report["unplanned_exits"]
+        out.append(f"{len(exits)} processes exited without a fault ({'; '.join(exits)}); their logs are under the run "
+                   "folder's logs/")
     if report["lost"] or report["duplicated"]:
         out.append(f"{report['lost']} acknowledged groups lost and {report['duplicated']} duplicated "
                    f"(first lost ids: {report['lost_ids']})")
@@ -194,6 +204,8 @@ def _report(cfg: ChaosConfig, planned: dict, driver: Driver, result: dict, base:
         "faults": per_kind,
         "fault_failures": driver.failures,
         "unplanned_exits": driver.crashes,
+        "load_average_1m": {"mean": round(statistics.fmean(driver.loads), 2), "max": round(max(driver.loads), 2)}
+        if driver.loads else None,
         "learner_resumed_from_checkpoint": _count(cfg.run_dir / "logs" / "learner.log", "event=resumed"),
         **result,
         "base_accuracy": base["overall"]["accuracy"],

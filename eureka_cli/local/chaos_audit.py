@@ -87,7 +87,9 @@ def figures_table(report: dict) -> str:
         f"delivered ({r['kills']} of {r['kills_planned']} kills) in {r['chaos_time_s']} s under faults, "
         f"{r['held_after_training_s']} s of it holding the trained pipeline "
         f"({r['wall_time_s']} s with both evaluations); learner resumes from a checkpoint (log lines, one per rank): "
-        f"{r['learner_resumed_from_checkpoint']}; unplanned exits: {len(r['unplanned_exits'])}.",
+        f"{r['learner_resumed_from_checkpoint']}; unplanned exits: {len(r['unplanned_exits'])}; "
+        f"{r['rollout_backend']} rollout workers, a learner of {r['learner_nodes']} node(s); 1-minute load average "
+        f"under faults {_load(r.get('load_average_1m'))}.",
         "",
         *rows,
         "",
@@ -106,6 +108,10 @@ def figures_table(report: dict) -> str:
         f"| held-out accuracy base → final | {r['base_accuracy']:.3f} → {r['final_accuracy']:.3f} |",
     ]
     return "\n".join(lines)
+
+
+def _load(load: dict | None) -> str:
+    return f"mean {load['mean']}, max {load['max']}" if load else "not sampled"
 
 
 def rewrite_docs(path: Path, table: str) -> None:

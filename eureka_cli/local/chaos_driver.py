@@ -10,12 +10,14 @@ undelivered, and `eureka chaos` fails.
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from eureka_cli.local.chaos_faults import KINDS, Fault, FaultKinds
 from eureka_cli.local.supervisor import Supervisor
@@ -25,7 +27,10 @@ from shared.redis_proc import RedisProc
 log = get_logger("chaos")
 
 LEARNER_KINDS = ("learner", "learner_node")  # faults that restart the learner from its last checkpoint
+TRAINING_KINDS = ("buffer_paged",)  # faults that need the learner training (not holding): they go early in the plan
 HOLDING = "serving the final weights until stopped"  # the learner's log line when it holds after its last step
+PAGE_OPEN = "event='batch page received'"  # the learner holds part of a batch that arrives in pages
+PAGE_DONE = "event='batch sampled'"  # ... and now the whole batch
 
 
 @dataclass
@@ -40,13 +45,42 @@ class Plan:
 
 
 def make_plan(counts: dict[str, int], side: dict[str, bool], seed: int) -> Plan:
-    """Kill kinds shuffled by `seed`; the pause third and the slow reward sixth (or last, when fewer)."""
-    kinds = [k for k, n in counts.items() for _ in range(n)]
+    """Kill kinds shuffled by `seed`; the pause third and the slow reward sixth (or last, when fewer); the kinds
+    that need the learner training fourth, tenth, ... (well before the schedule can outlast training)."""
+    kinds = [k for k, n in counts.items() for _ in range(n) if k not in TRAINING_KINDS]
     random.Random(seed).shuffle(kinds)
+    early = [k for k in TRAINING_KINDS for _ in range(counts.get(k, 0))]
+    for i, kind in enumerate(early):
+        kinds.insert(min(3 + 6 * i, len(kinds)), kind)
     for kind, at in (("pause", 2), ("slow", 5)):
         if side.get(kind):
             kinds.insert(min(at, len(kinds)), kind)
     return Plan(kinds)
+
+
+class LearnerLog:
+    """The learner's log, read as it grows: how often it held after its last step, and whether it holds part of a
+    batch that arrives in pages (a page line not yet followed by the batch's end)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.holds = path, 0, 0
+        self.open_page = ""  # the last page line while a batch in pages is open
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        whole = data.rfind(b"\n") + 1  # only whole lines; the rest is read next time
+        self.offset += whole
+        for line in data[:whole].decode(errors="replace").splitlines():
+            if HOLDING in line:
+                self.holds += 1
+            elif PAGE_OPEN in line:
+                self.open_page = line
+            elif PAGE_DONE in line:
+                self.open_page = ""
 
 
 class Driver:
@@ -64,7 +98,8 @@ class Driver:
         self.side: list[threading.Thread] = []  # pause / slow: part of the schedule until they end
         self.finished = threading.Event()  # training is over: stop waiting for restarted processes to serve
         self.learner_dir = cfg.run_dir / "learner"
-        self.learner_log = cfg.run_dir / "logs" / "learner.log"
+        self.learner_log = LearnerLog(cfg.run_dir / "logs" / "learner.log")
+        self.loads: list[float] = []  # 1-minute load average, sampled by the schedule's loop
         self.learner_ckpt_at_start = 0
         self.learner_holds_at_start = 0
         self.releases_back_at = 0.0  # monotonic time when claims a buffer outage left are past their lease
@@ -91,13 +126,15 @@ class Driver:
             holding = self.cfg.hold_training and self.holding()
             if holding and held_from is None:
                 held_from = now
-            if holding and not order and not any(t.is_alive() for t in self.side):
+            # Held: end once the schedule is delivered, or only faults that need training are left (undelivered).
+            if holding and all(k in TRAINING_KINDS for k in order) and not any(t.is_alive() for t in self.side):
                 self.held_s = round(now - held_from, 1)
                 self.sup.stop("learner")  # the schedule is delivered: end the hold (SIGTERM, exits 0)
                 break
             if holding and held_from == now:
                 log.info("training done; holding it until the schedule is delivered", faults_left=len(order))
             self._resolve_progress()
+            self.loads.append(os.getloadavg()[0])
             time.sleep(0.3)
         self.chaos_s = time.monotonic() - self.start
         self.finished.set()
@@ -147,7 +184,14 @@ class Driver:
             return self.learner_ready()
         if kind == "rollout_sigterm":
             return time.monotonic() >= self.releases_back_at
+        if kind == "buffer_paged":
+            return bool(self.paged_batch()) and not self.holding()
         return True
+
+    def paged_batch(self) -> str:
+        """The learner's last page line while it holds part of a batch in pages (else empty)."""
+        lead = self.sup.procs.get("learner")
+        return self.learner_log.open_page if lead is not None and lead.alive else ""
 
     def learner_ready(self) -> bool:
         return self.checkpoint_step() > self.learner_ckpt_at_start or self._holds() > self.learner_holds_at_start
@@ -159,9 +203,7 @@ class Driver:
         return ckpt.step if ckpt else 0
 
     def _holds(self) -> int:
-        if not self.learner_log.exists():
-            return 0
-        return sum(HOLDING in line for line in self.learner_log.read_text(errors="replace").splitlines())
+        return self.learner_log.holds
 
     def holding(self) -> bool:
         """The learner trained its last step and holds (since its last start)."""
@@ -171,6 +213,7 @@ class Driver:
 
     def _watch(self) -> bool:
         """True once the learner exited 0 (done); a process that died on its own is recorded and restarted."""
+        self.learner_log.poll()
         for name, m in list(self.sup.procs.items()):
             if m.proc is None or m.expected_exit or m.proc.poll() is None:
                 continue
@@ -191,7 +234,9 @@ class Driver:
         if name == "learner":  # continue from the last committed checkpoint
             argv[argv.index("--resume") + 1] = "true"
             self.learner_ckpt_at_start = self.checkpoint_step()
+            self.learner_log.poll()
             self.learner_holds_at_start = self._holds()
+            self.learner_log.open_page = ""  # the new learner samples its batch afresh
         self.sup.start(name, argv)
 
     def restart_redis(self) -> None:
@@ -208,7 +253,7 @@ class Driver:
         fault.restarted_at = fault.restarted_at or time.time()
         self.faults.append(fault)
         self.delivered[fault.kind] += 1
-        if fault.kind in ("buffer", "redis"):
+        if fault.kind in ("buffer", "buffer_paged", "redis"):
             self.releases_back_at = time.monotonic() + (self.cfg.buffer_lease_s or 600.0) + 5.0
         log.info("fault", kind=fault.kind, target=fault.target)
 

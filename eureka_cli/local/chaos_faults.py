@@ -21,7 +21,7 @@ from shared.redis_proc import RedisProc
 
 log = get_logger("chaos")
 
-KILL_KINDS = ("rollout", "reward", "buffer", "learner", "redis")  # kill -9 and restart
+KILL_KINDS = ("rollout", "reward", "buffer", "learner", "redis", "buffer_paged")  # kill -9 and restart
 KILLS = (*KILL_KINDS, "learner_node")  # every kill -9 (`kills` in chaos.json)
 KINDS = (*KILLS, "rollout_sigterm", "pause", "slow")
 PREFIX = "eureka:"
@@ -61,6 +61,7 @@ class Pipeline(Protocol):
     def holding(self) -> bool: ...
     def restart_redis(self) -> None: ...
     def live_rollouts(self, avoid: set[str]) -> str: ...
+    def paged_batch(self) -> str: ...
     def record(self, fault: Fault) -> None: ...
     def background(self, target: Callable[..., Any], *args: Any, side: bool = False) -> None: ...
     def serving(self, fault: Fault, name: str, killed: float) -> None: ...
@@ -88,8 +89,10 @@ class FaultKinds:
                 d.restart_redis()
                 d.record(Fault(kind, "redis-server", at_s, round(time.monotonic() - start, 2)))
                 return
-            target = d.live_rollouts(self.paused) if kind == "rollout" else kind
+            target = d.live_rollouts(self.paused) if kind == "rollout" else kind.removesuffix("_paged")
             fault = Fault(kind, target, at_s)
+            if kind == "buffer_paged":  # the learner holds part of a batch in pages: the kill lands between two
+                fault.detail = "learner's last page before the kill: " + _fields(d.paged_batch(), "groups", "of")
             d.sup.signal(target, signal.SIGKILL)
             d.sup.wait(target)
             killed = time.monotonic()
@@ -146,16 +149,18 @@ class FaultKinds:
             code = m.proc.wait()
             d.failures.append(f"{target} did not exit within the {d.cfg.sigterm_grace_s} s grace period of a SIGTERM "
                               "(killed)")
+            code = None
         exit_s = round(time.monotonic() - start, 2)
         with d.lock:
             waiting = self._claims_waiting(target)
-            if code != 0:
+            if code not in (0, None):
                 d.failures.append(f"{target} exited with code {code} on SIGTERM")
             if waiting:
                 d.failures.append(f"{target} left {waiting} claimed prompts waiting for a lease after its SIGTERM")
             d.restart(target)
             self.paused.discard(target)
-            fault = Fault("rollout_sigterm", target, at_s, exit_s, detail=f"exit {code}, claims waiting {waiting}")
+            exit_code = "killed" if code is None else code
+            fault = Fault("rollout_sigterm", target, at_s, exit_s, detail=f"exit {exit_code}, claims waiting {waiting}")
             d.record(fault)
         d.background(d.serving, fault, target, start)
 
@@ -204,3 +209,9 @@ class FaultKinds:
             time.sleep(1.0)
         with d.lock:
             d.record(Fault("slow", "reward", at_s, d.cfg.slow_reward_s))
+
+
+def _fields(line: str, *names: str) -> str:
+    """`name=value` pairs of a log line, in the order asked (`groups=3 of=8`)."""
+    pairs = dict(p.split("=", 1) for p in line.split() if "=" in p)
+    return " ".join(f"{n}={pairs.get(n, '?')}" for n in names)

@@ -29,8 +29,9 @@ MARK = "EUREKA_CHAOS_LEARNER_JOB"  # set on every learner process of this run; i
 class LearnerNodes(Supervisor):
     """A Supervisor whose `learner` is a job of `nodes` launchers with `procs // nodes` processes each."""
 
-    def __init__(self, run_dir: Path, nodes: int, procs: int, store_timeout_s: float = 180.0) -> None:
-        super().__init__(run_dir)
+    def __init__(self, run_dir: Path, nodes: int, procs: int, store_timeout_s: float = 180.0,
+                 base_env: dict[str, str] | None = None) -> None:
+        super().__init__(run_dir, base_env)
         self.nodes, self.nproc, self.store_timeout_s = nodes, procs // nodes, store_timeout_s
         self.mark = secrets.token_hex(8)
 

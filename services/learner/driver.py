@@ -123,6 +123,7 @@ class BufferDriver:
         batch = buffer_pb2.SampleGroupsResponse()
         after = self.last_received  # advanced per page, kept only once the batch is whole
         refill = True  # top the backlog up before a call that may wait, not between the pages of a reply
+        pages = 0
         while len(batch.groups) < self.cfg.batch_groups:
             if refill:
                 self.top_up()
@@ -144,12 +145,18 @@ class BufferDriver:
                 continue  # not enough yet: what was read stays pending and comes first next time
             refill = not page.more
             after = page.groups[-1].entry_id
+            pages += 1
+            if page.more:  # a batch in pages is open: a buffer restart now must neither skip nor repeat a group
+                log.info("batch page received", groups=len(batch.groups) + len(page.groups),
+                         of=self.cfg.batch_groups, after_entry_id=after)
             for reason, ids in (("filtered", page.filtered_entry_ids), ("stale", page.stale_entry_ids)):
                 metrics.GROUPS_DROPPED.labels(reason).inc(len(ids))
             batch.groups.extend(page.groups)
             batch.filtered_entry_ids.extend(page.filtered_entry_ids)
             batch.stale_entry_ids.extend(page.stale_entry_ids)
         self.last_received = after
+        if pages > 1:
+            log.info("batch sampled", groups=len(batch.groups), pages=pages, after_entry_id=after)
         return batch, time.monotonic() - start
 
     def ack(self, entry_ids: list[str]) -> int:

@@ -1,5 +1,6 @@
-"""Pipeline chaos: a short `eureka chaos` run (every process kind killed at least once, a rollout SIGTERM, a pause,
-a slow reward), a learner of two nodes losing its second node, and a run whose plan cannot be delivered failing.
+"""Pipeline chaos: a short `eureka chaos` run (every process kind killed at least once, the buffer also while a
+batch arrives in pages, a rollout SIGTERM, a pause, a slow reward), a learner of two nodes losing its second node,
+and a run whose plan cannot be delivered failing.
 
 Run alone: `.venv/bin/python -m pytest tests/chaos/test_pipeline_chaos.py -m chaos -s` (or `make chaos`);
 about 8 minutes on 2 shared cores (plus building the cached base if it is missing;
@@ -37,7 +38,8 @@ def _run_and_check(run_dir: Path) -> None:
     argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "8",
             "--checkpoint-every", "2", "--eval-limit", "20", "--chaos-seed", SEED,
             "--kills-rollout", "2", "--kills-reward", "1", "--kills-buffer", "1", "--kills-learner", "1",
-            "--kills-redis", "1", "--sigterms-rollout", "1", "--warmup-s", "5", "--min-interval-s", "6",
+            "--kills-redis", "1", "--kills-buffer-paged", "1", "--sigterms-rollout", "1", "--warmup-s", "5",
+            "--min-interval-s", "6",
             "--pause-s", "35", "--slow-reward-s", "10", *(["--model-path", MODEL] if MODEL else [])]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     out = done.stdout + done.stderr
@@ -50,7 +52,9 @@ def _run_and_check(run_dir: Path) -> None:
     assert report["steps_ok"], (report["final_step"], report["final_policy_version"])
     assert report["acknowledged"] == report["trained"] + report["dropped"] + report["pending_at_end"]
     assert report["delivered"] == report["planned"], report["faults"]
-    assert report["kills"] == report["kills_planned"] == 6
+    assert report["kills"] == report["kills_planned"] == 7
+    paged = next(f for f in report["fault_log"] if f["kind"] == "buffer_paged")
+    assert paged["target"] == "buffer" and "groups=" in paged["detail"], paged
     assert report["fault_failures"] == [], report["fault_failures"]
     assert (run_dir / "chaos.md").is_file()
     print(f"\nlost={report['lost']} duplicated={report['duplicated']} kills={report['kills']} "
@@ -66,7 +70,8 @@ def test_a_plan_the_run_cannot_hold_fails_the_run() -> None:
         argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "2",
                 "--checkpoint-every", "1", "--eval-limit", "4", "--hold-training", "false", "--warmup-s", "3600",
                 "--kills-rollout", "1", "--kills-reward", "0", "--kills-buffer", "0", "--kills-learner", "0",
-                "--kills-redis", "1", "--sigterms-rollout", "0", "--pause-s", "0", "--slow-reward-s", "0",
+                "--kills-redis", "1", "--kills-buffer-paged", "0", "--sigterms-rollout", "0", "--pause-s", "0",
+                "--slow-reward-s", "0",
                 *(["--model-path", MODEL] if MODEL else [])]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
         out = done.stdout + done.stderr
@@ -86,9 +91,11 @@ def test_a_lost_learner_node_fails_the_job_and_every_node_resumes() -> None:
     root = Path(tempfile.mkdtemp(prefix="eureka-chaos-test-"))
     try:
         run_dir = root / "run"
-        argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "6", "--checkpoint-every", "2", "--eval-limit", "4", "--learner-nodes", "2",
+        argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "6",
+                "--checkpoint-every", "2", "--eval-limit", "4", "--learner-nodes", "2",
                 "--kills-learner-node", "1", "--kills-learner", "1", "--kills-rollout", "1", "--kills-reward", "0",
-                "--kills-buffer", "0", "--kills-redis", "0", "--sigterms-rollout", "0", "--pause-s", "0",
+                "--kills-buffer", "0", "--kills-redis", "0", "--kills-buffer-paged", "0", "--sigterms-rollout", "0",
+                "--pause-s", "0",
                 "--slow-reward-s", "0", "--warmup-s", "5", "--min-interval-s", "6",
                 *(["--model-path", MODEL] if MODEL else [])]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
