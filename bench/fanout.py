@@ -60,8 +60,9 @@ def worker(name: str, weights_port: int, broadcast_json: str, conn) -> None:
         elif cmd[0] == "pull":
             version, sd = pull_weights(channel, cmd[1], timeout_s=600)
             del sd
-        elif cmd == "take":
-            receiver.take()  # free the staged version
+        elif cmd == "take":  # what a worker does between batches: load the staged version, hand its buffer back
+            receiver.take()
+            receiver.recycle()
         conn.send("ok")
     receiver.stop()
 

@@ -12,6 +12,7 @@ broadcasts; `refresh` loads a staged version first and pulls over gRPC only what
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 from eureka.v1 import weights_pb2, weights_pb2_grpc
@@ -22,6 +23,9 @@ from shared.logs import get_logger
 from shared.weights import WeightPullError, pull_weights
 from shared.weights.group import BroadcastConfig
 from shared.weights.receive import BroadcastReceiver
+
+if TYPE_CHECKING:
+    import torch
 
 log = get_logger("rollout.weights")
 
@@ -75,12 +79,19 @@ class WeightSync:
     def _take_broadcast(self, published: int | None) -> bool:
         """Load the version the receiver staged, unless the learner has since published another (a restart)."""
         staged = self.receiver.take() if self.receiver is not None else None
-        if staged is None or self.version is None or staged[0] == self.version:
+        if staged is None:
             return False
-        if published is not None and staged[0] < published:
+        try:
+            return self._load_staged(*staged, published)
+        finally:  # the backend copied the tensors (or dropped them): their buffer takes the next round
+            self.receiver.recycle()  # type: ignore[union-attr]
+
+    def _load_staged(self, version: int, state_dict: dict[str, torch.Tensor], published: int | None) -> bool:
+        if self.version is None or version == self.version:
+            return False
+        if published is not None and version < published:
             return False  # older than what the learner serves now: pulled below instead
         start = time.monotonic()
-        version, state_dict = staged
         try:
             self.backend.load_weights(state_dict)
         except WeightLoadError as e:

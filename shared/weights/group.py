@@ -95,11 +95,6 @@ def offsets(layout: Layout) -> tuple[list[int], int]:
     return starts, pos
 
 
-def buckets(total: int, bucket_bytes: int) -> list[tuple[int, int]]:
-    """(offset, length) of each bucket of a stream of `total` bytes."""
-    return [(o, min(bucket_bytes, total - o)) for o in range(0, total, bucket_bytes)]
-
-
 def connect_store(cfg: BroadcastConfig, is_master: bool, timeout_s: float) -> Any:
     """The rendezvous TCPStore: hosted by the hub (master), reached by workers."""
     import torch.distributed as dist
@@ -120,16 +115,6 @@ def make_group(cfg: BroadcastConfig, store: Any, round_id: int, rank: int, world
         opts._timeout = timeout  # noqa: SLF001 - the constructor's only way to take a timeout
         return dist.ProcessGroupNCCL(prefix, rank, world, opts)
     return dist.ProcessGroupGloo(prefix, rank, world, timeout)
-
-
-def broadcast(group: Any, tensor: torch.Tensor, timeout_s: float) -> None:
-    """One collective from rank 0 into `tensor` (in place on the others)."""
-    import torch.distributed as dist
-
-    opts = dist.BroadcastOptions()
-    opts.rootRank = 0
-    opts.timeout = timedelta(seconds=timeout_s)
-    group.broadcast([tensor], opts).wait()
 
 
 def abort(group: Any) -> None:

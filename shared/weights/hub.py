@@ -19,23 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import xxhash
-
 from shared.logs import get_logger
+from shared.weights import stream
 from shared.weights.group import (
-    ALIGN,
-    BroadcastConfig,
-    Layout,
-    abort,
-    broadcast,
-    bucket_device,
-    buckets,
-    connect_store,
-    dtype_name,
-    flat_bytes,
-    frozen_digest,
-    make_group,
-    offsets,
+    BroadcastConfig, Layout, abort, bucket_device, connect_store, dtype_name, frozen_digest, make_group,
 )
 
 if TYPE_CHECKING:
@@ -217,38 +204,11 @@ class BroadcastHub:
 
     def _stream(self, group: Any, layout: Layout, state_dict: dict[str, torch.Tensor],
                 on_bucket: Callable[[int], None] | None) -> int:
-        """The trainable tensors as one byte stream in buckets, then its 16-byte digest; returns the bytes sent."""
-        import torch
-
-        starts, total = offsets(layout)
-        pieces = []
-        for start, (name, _, _, nbytes) in zip(starts, layout.tensors, strict=True):
-            pieces.append((start, flat_bytes(state_dict[name])))
-            pad = -nbytes % ALIGN
-            if pad:
-                pieces.append((start + nbytes, torch.zeros(pad, dtype=torch.uint8)))
-        size = min(self.cfg.bucket_bytes, max(total, 1))
-        bucket = torch.empty(size, dtype=torch.uint8, device=bucket_device(self.cfg))
-        digest = xxhash.xxh3_128(seed=layout.version)
-        i = 0
-        for n, (off, length) in enumerate(buckets(total, self.cfg.bucket_bytes)):
-            view = bucket[:length]
-            while i < len(pieces) and pieces[i][0] < off + length:  # copy every piece that overlaps the bucket
-                start, data = pieces[i]
-                lo, hi = max(start, off), min(start + len(data), off + length)
-                if hi > lo:
-                    view[lo - off : hi - off].copy_(data[lo - start : hi - start])
-                if start + len(data) > off + length:
-                    break  # the rest of this tensor goes in the next bucket
-                i += 1
-            broadcast(group, view, self.cfg.op_timeout_s)
-            digest.update(view.cpu().numpy())
-            self.trainable_bytes_sent += length
-            if on_bucket is not None:
-                on_bucket(n)
-        tail = torch.frombuffer(bytearray(digest.digest()), dtype=torch.uint8).to(bucket_device(self.cfg))
-        broadcast(group, tail, self.cfg.op_timeout_s)
-        return total
+        """The trainable tensors in buckets, then their digest (`stream.send`); returns the bytes sent."""
+        sent = stream.send(group, layout, state_dict, self.cfg.bucket_bytes, bucket_device(self.cfg),
+                           self.cfg.op_timeout_s, on_bucket)
+        self.trainable_bytes_sent += sent
+        return sent
 
     def close(self) -> None:
         self.store = None

@@ -3,11 +3,12 @@
 The thread joins the learner's rounds (`group.py` has the store keys) with the digest of the frozen tensors
 it serves (set by `pulled`, after each gRPC pull); without one it does not join: a new worker pulls first.
 A round's buckets land straight in one staging buffer that holds the version's trainable tensors (their
-views are the state dict handed over, no copy), and the stream's digest is checked before the version is
-staged. The worker thread `take`s it between batches and loads it into the backend, all or nothing, so a
-batch sees one version; generation never waits for a broadcast. A failed round (the learner aborted it, a
-deadline, a bad digest) stages nothing: the receiver joins again, and a version it missed is pulled over
-gRPC by the worker (counted there).
+views are the state dict handed over, no copy; `stream.py` has the buckets), and the stream's digest is
+checked before the version is staged. The worker thread `take`s it between batches and loads it into the
+backend, all or nothing, so a batch sees one version, then hands the buffer back (`recycle`): the next
+round lands in the same memory instead of faulting in a new buffer. Generation never waits for a broadcast.
+A failed round (the learner aborted it, a deadline, a bad digest) stages nothing: the receiver joins again,
+and a version it missed is pulled over gRPC by the worker (counted there).
 """
 
 from __future__ import annotations
@@ -17,20 +18,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import xxhash
-
 from shared.logs import get_logger
+from shared.weights import stream
 from shared.weights.group import (
-    BroadcastConfig,
-    Layout,
-    abort,
-    broadcast,
-    bucket_device,
-    buckets,
-    connect_store,
-    frozen_digest,
-    make_group,
-    offsets,
+    BroadcastConfig, Layout, abort, bucket_device, connect_store, frozen_digest, make_group, offsets,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +46,9 @@ class BroadcastReceiver:
         self.received = 0
         self.failed = 0
         self._frozen_digest = ""
-        self._staged: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._staged: tuple[int, dict[str, torch.Tensor], torch.Tensor] | None = None  # version, tensors, buffer
+        self._taken: torch.Tensor | None = None  # the buffer of the version the worker loads now
+        self._spare: torch.Tensor | None = None  # a buffer no one reads: the next round lands in it
         self._lock = threading.Lock()
         self._pulled = threading.Event()
         self._stop = threading.Event()
@@ -75,7 +68,15 @@ class BroadcastReceiver:
         """The newest version received and verified since the last take (its trainable tensors), or None."""
         with self._lock:
             staged, self._staged = self._staged, None
-        return staged
+            if staged is None:
+                return None
+            self._taken = staged[2]
+        return staged[0], staged[1]
+
+    def recycle(self) -> None:
+        """The taken version's tensors are no longer read (the backend copied them): their buffer stages the next."""
+        with self._lock:
+            self._spare, self._taken = self._taken, None
 
     def pulled(self, state_dict: dict[str, torch.Tensor]) -> None:
         """After a gRPC pull: the frozen tensors served now, by the digest the learner compares when we join."""
@@ -158,9 +159,11 @@ class BroadcastReceiver:
                 self._group = None
                 rank, world = spec["members"].index(ticket) + 1, len(spec["members"]) + 1
                 self._group = (spec["group"], make_group(self.cfg, store, spec["group"], rank, world))
-            state_dict = self._receive(self._group[1], layout)
+            state_dict, buffer = self._receive(self._group[1], layout)
             with self._lock:  # staged before `busy` drops, so the worker never pulls a version on its way
-                self._staged = (layout.version, state_dict)
+                if self._staged is not None and self._spare is None:  # replaced before it was taken
+                    self._spare = self._staged[2]
+                self._staged = (layout.version, state_dict, buffer)
             self.received += 1
         except (RuntimeError, RoundFailed) as e:
             error = str(e).splitlines()[0][:200]
@@ -173,29 +176,32 @@ class BroadcastReceiver:
         if error:
             raise RoundFailed(f"round {r} for version {layout.version} failed: {error}")
 
-    def _receive(self, group: Any, layout: Layout) -> dict[str, torch.Tensor]:
-        """Every bucket into the staging buffer, the digest checked; the tensors as views of the buffer."""
+    def _receive(self, group: Any, layout: Layout) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Every bucket into a staging buffer, the digest checked; the tensors as views of it, and the buffer."""
         import torch
 
         starts, total = offsets(layout)
-        staged = torch.empty(total, dtype=torch.uint8)
-        on_device = bucket_device(self.cfg) != "cpu"
-        size = min(self.cfg.bucket_bytes, max(total, 1))
-        bucket = torch.empty(size, dtype=torch.uint8, device="cuda") if on_device else None
-        digest = xxhash.xxh3_128(seed=layout.version)
-        for off, length in buckets(total, self.cfg.bucket_bytes):
-            target = staged[off : off + length]
-            if bucket is None:
-                broadcast(group, target, self.cfg.op_timeout_s)  # received in place
-            else:
-                broadcast(group, bucket[:length], self.cfg.op_timeout_s)
-                target.copy_(bucket[:length])
-            digest.update(target.numpy())
-        tail = torch.zeros(16, dtype=torch.uint8, device=bucket_device(self.cfg))
-        broadcast(group, tail, self.cfg.op_timeout_s)
-        if bytes(tail.cpu().numpy()) != digest.digest():
-            raise RoundFailed(f"version {layout.version}: the received stream does not match its digest")
+        buffer = self._buffer(total)
+        staged = buffer[:total]
+        try:
+            stream.receive(group, layout, staged, self.cfg.bucket_bytes, bucket_device(self.cfg), self.cfg.op_timeout_s)
+        except (RuntimeError, stream.StreamMismatch) as e:
+            with self._lock:  # nothing staged in it: the next round lands there again
+                self._spare = buffer
+            if isinstance(e, stream.StreamMismatch):
+                raise RoundFailed(str(e)) from e
+            raise
         out: dict[str, torch.Tensor] = {}
         for start, (name, dtype, shape, nbytes) in zip(starts, layout.tensors, strict=True):
             out[name] = staged[start : start + nbytes].view(getattr(torch, dtype)).reshape(shape)
-        return out
+        return out, buffer
+
+    def _buffer(self, total: int) -> torch.Tensor:
+        """A staging buffer of `total` bytes: the one handed back by `recycle` when it fits, else a new one."""
+        import torch
+
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.numel() >= total:
+            return spare
+        return torch.empty(total, dtype=torch.uint8)

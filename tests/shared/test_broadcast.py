@@ -23,7 +23,8 @@ from shared.grpc_client import create_channel
 from shared.grpc_server import GrpcServer
 from shared.redis_proc import free_port
 from shared.weights import WeightStore, add_weight_service
-from shared.weights.group import BroadcastConfig, Layout, dtype_name, offsets
+from shared.weights.group import BroadcastConfig, Layout, dtype_name
+from shared.weights.stream import stream_bytes
 from shared.weights.hub import BroadcastHub
 
 WORKER = Path(__file__).with_name("broadcast_worker.py")
@@ -113,7 +114,7 @@ def test_broadcast_kill_join_and_miss(learner, tiny_model_dir: Path) -> None:
     workers = {w: Worker(w, server.port, cfg, tiny_model_dir) for w in ("w1", "w2", "w3")}
     try:
         for w in workers.values():  # a new worker's first version comes over gRPC, frozen tensors included
-            assert w.serving(0)["grpc_updates"] == 1
+            assert w.serving(0, timeout_s=300)["grpc_updates"] == 1  # three processes start transformers
         _wait_joined(hub, {"w1", "w2", "w3"})
 
         # Three workers receive version 1 by broadcast and serve it with the gRPC path's digest.
@@ -127,7 +128,7 @@ def test_broadcast_kill_join_and_miss(learner, tiny_model_dir: Path) -> None:
         trainable = Layout(1, [(n, dtype_name(t), list(t.shape), t.numel() * t.element_size())
                                for n, t in sd1.items() if not n.startswith(VISION)], "")
         frozen_bytes = sum(t.numel() * t.element_size() for n, t in sd1.items() if n.startswith(VISION))
-        assert frozen_bytes > 0 and r1.bytes_sent == offsets(trainable)[1]
+        assert frozen_bytes > 0 and r1.bytes_sent == stream_bytes(trainable, cfg.bucket_bytes)
 
         # w2 is killed mid-broadcast: the others finish (in a second round), its replacement catches up over gRPC.
         _wait_joined(hub, {"w1", "w2", "w3"})
