@@ -142,6 +142,8 @@ def build_schema() -> J:
         "buffer": obj({"replicas": integer(0, 1, "the buffer is one process (Redis holds the state); 0 or 1"),
                        "grpcPort": PORT, "metricsPort": PORT, "maxBacklog": integer(1), "resources": RESOURCES,
                        **COMPONENT, "podDisruptionBudget": pdb("maxUnavailable")}, ["replicas"]),
+        "broadcast": obj({"enabled": boolean("weights to the rollout workers by broadcast beside the gRPC stream"),
+                          "port": PORT, "bucketBytes": integer(1024)}),
         "rollout": obj({
             "replicas": integer(0, desc="rollout workers when autoscaling is off"), "statusPort": PORT,
             "metricsPort": PORT, "backend": string(enum=["hf", "vllm"]),

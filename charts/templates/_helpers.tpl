@@ -131,6 +131,16 @@ eureka.dev/pipeline: {{ .Release.Name | quote }}
 {{- printf "%s:%v" (include "eureka.componentName" (dict "root" .root "component" .component)) .port -}}
 {{- end -}}
 
+{{/* The broadcast weight path's settings, the same for learner and rollout (name/value pairs): the store at the
+learner Service's broadcast port, nccl when both sides have GPUs, else gloo. */}}
+{{- define "eureka.broadcastPairs" -}}
+{{- $b := .root.Values.broadcast -}}
+{{- $nccl := and .root.Values.learner.gpu.enabled .root.Values.rollout.gpu.enabled -}}
+{{- toJson (list (list "EUREKA_BROADCAST__ENABLED" (ternary "true" "false" $b.enabled))
+    (list "EUREKA_BROADCAST__ADDRESS" (include "eureka.addr" (dict "root" .root "component" "learner" "port" $b.port)))
+    (list "EUREKA_BROADCAST__BACKEND" (ternary "nccl" "gloo" $nccl)) (list "EUREKA_BROADCAST__BUCKET_BYTES" (toString (int $b.bucketBytes)))) -}}
+{{- end -}}
+
 {{/* Environment every Eureka container gets: bind address, metrics, gRPC limits, token, TLS. */}}
 {{- define "eureka.commonEnv" -}}
 - name: EUREKA_HOST

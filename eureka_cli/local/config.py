@@ -38,6 +38,7 @@ class UpConfig(EurekaSettings):
     rollout_backend: Literal["hf", "vllm"] = Field("hf", description="generation engine of the rollout workers")
     rollout_vllm: VllmConfig = Field(VllmConfig(), description="engine options of vllm rollout workers")
     learner_procs: int = Field(2, ge=1, le=8, description="learner processes (torchrun, gloo on CPU)")
+    broadcast: bool = Field(False, description="weights to the rollout workers by broadcast (gloo) beside the gRPC pull")
     zero_stage: int = Field(2, ge=0, le=3)
     checkpoint_every: int = Field(5, ge=1)
     train_data: Path | None = Field(None, description="MM-Eureka JSONL (default: the synthetic train split)")

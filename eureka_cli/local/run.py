@@ -142,8 +142,10 @@ def start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str,
     from shared.config import GrpcConfig, SecurityConfig
     from shared.grpc_client import create_channel, wait_serving
 
-    p = {k: free_port() for k in ("reward", "reward_http", "buffer", "weights", "m_reward", "m_buffer", "m_learner")}
+    p = {k: free_port() for k in ("reward", "reward_http", "buffer", "weights", "m_reward", "m_buffer", "m_learner",
+                                  "broadcast")}
     env = {"EUREKA_SECURITY__SERVICE_TOKEN": token}
+    broadcast = [f"--broadcast.enabled={json.dumps(cfg.broadcast)}", f"--broadcast.address=127.0.0.1:{p['broadcast']}"]
     recipe = [f"--recipe.{k.replace('_', '-')}={json.dumps(v)}" for k, v in cfg.recipe.model_dump(mode="json").items()]
     sup.start("reward", eureka_argv("reward", "serve", "--grpc-port", str(p["reward"]), "--http-port",
                                     str(p["reward_http"]), "--metrics-port", str(p["m_reward"]),
@@ -157,14 +159,15 @@ def start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str,
         "--world-size", str(cfg.learner_procs), "--zero-stage", str(cfg.zero_stage), "--total-steps", str(cfg.steps),
         "--checkpoint-every", str(cfg.checkpoint_every), "--buffer-address", f"127.0.0.1:{p['buffer']}",
         "--weights-port", str(p["weights"]), "--metrics-port", str(p["m_learner"]), "--mode", cfg.mode,
-        "--seed", str(cfg.seed), "--resume", json.dumps(cfg.resume), *recipe, *(learner_extra or [])), env)
+        "--seed", str(cfg.seed), "--resume", json.dumps(cfg.resume), *recipe, *broadcast, *(learner_extra or [])), env)
     for i in range(cfg.rollout_workers):
         p[f"rollout{i}"], p[f"m_rollout{i}"] = free_port(), free_port()
         sup.start(f"rollout{i}", eureka_argv(
             "rollout", "serve", "--port", str(p[f"rollout{i}"]), "--metrics-port", str(p[f"m_rollout{i}"]),
             "--buffer-address", f"127.0.0.1:{p['buffer']}", "--reward-address", f"127.0.0.1:{p['reward']}",
             "--learner-address", f"127.0.0.1:{p['weights']}", "--model-path", str(base), "--worker-id", f"rollout{i}",
-            "--mode", cfg.mode, "--cpu-threads", "1", "--seed", str(cfg.seed + i), *recipe, *_backend_flags(cfg)), env)
+            "--mode", cfg.mode, "--cpu-threads", "1", "--seed", str(cfg.seed + i), *recipe, *broadcast,
+            *_backend_flags(cfg)), env)
     security = SecurityConfig(service_token=token)
     for name in ("reward", "buffer", "weights", *(f"rollout{i}" for i in range(cfg.rollout_workers))):
         deadline = time.monotonic() + cfg.start_timeout_s

@@ -56,6 +56,7 @@ def chart_envs(*args: str) -> dict[str, dict[str, object]]:
 
 SCENARIOS = {"default": (), "gpu": ("-f", str(CHART / "ci/gpu-values.yaml")),
              "token-tls": ("-f", str(CHART / "ci/token-tls-values.yaml")),
+             "broadcast": ("-f", str(CHART / "ci/broadcast-values.yaml")),
              "builtin": ("-f", str(CHART / "ci/builtin-autoscaler-values.yaml"), "--set", "recipe.n_samples=4")}
 
 
