@@ -152,7 +152,7 @@ class FaultKinds:
             code = None
         exit_s = round(time.monotonic() - start, 2)
         with d.lock:
-            waiting = self._claims_waiting(target)
+            waiting = self._claims_waiting(target, time.monotonic() - m.started_at)
             if code not in (0, None):
                 d.failures.append(f"{target} exited with code {code} on SIGTERM")
             if waiting:
@@ -164,15 +164,17 @@ class FaultKinds:
             d.record(fault)
         d.background(d.serving, fault, target, start)
 
-    def _claims_waiting(self, worker: str) -> int:
-        """Prompts `worker` still holds in the buffer (claimed, neither put nor released)."""
+    def _claims_waiting(self, worker: str, lived_s: float) -> int:
+        """Prompts the process of `worker` that lived `lived_s` still holds in the buffer (claimed by it, neither put
+        nor released). Claims delivered before it started are a killed predecessor's (same consumer name): those
+        wait for their lease by design."""
         r = self.d.redis.client()
         try:
             pending = r.xpending_range(PREFIX + "prompts", PROMPTS_GROUP, "-", "+", 10_000, consumername=worker)
             released = {m.decode() if isinstance(m, bytes) else m for m in r.smembers(PREFIX + "prompts:released")}
         finally:
             r.close()
-        ids = [p["message_id"] for p in pending]
+        ids = [p["message_id"] for p in pending if p["time_since_delivered"] <= lived_s * 1000]
         return sum((i.decode() if isinstance(i, bytes) else i) not in released for i in ids)
 
     def _pause(self, at_s: float) -> None:
