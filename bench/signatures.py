@@ -27,7 +27,7 @@ RUNS = ("instruct", "pretrained", "ablation")
 
 def run_args(name: str) -> list[str]:
     """`eureka up` flags of a run."""
-    v3 = ["--world", "3", "--recipe.max-response-tokens", "160"]  # the longest v3 solution is under 160 tokens
+    v3 = ["--world", "3", "--recipe.max-response-tokens", "192"]  # the longest v3 solution is under 192 tokens
     if name == "pretrained":
         return [*v3, "--recipe.reward-mode", "pretrained"]
     if name == "ablation":

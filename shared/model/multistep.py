@@ -36,6 +36,7 @@ class Chain:
     check_start: int | None = None  # None: start from the chain's result (an inverse check)
     check_ops: list[tuple[str, int]] = field(default_factory=list)
     target: int | None = None
+    step_reads: list[str] = field(default_factory=list)  # one read before each step (one read per step)
 
     def values(self, slip_at: int | None = None, slip: int = 0) -> list[int]:
         """The running values, optionally with a slip of `slip` at step `slip_at` carried onwards."""
@@ -57,9 +58,10 @@ class Chain:
         return out, first_result if self.target is None else self.target
 
 
-def steps_text(ops: list[tuple[str, int]], values: list[int]) -> list[str]:
-    """One sentence per step: `3 + 5 = 8.`"""
-    return [f"{values[i]} {op} {x} = {values[i + 1]}." for i, (op, x) in enumerate(ops)]
+def steps_text(ops: list[tuple[str, int]], values: list[int], reads: list[str] | None = None) -> list[str]:
+    """One sentence per step: `3 + 5 = 8.`, each after its read when `reads` are given (`Next 5. 3 + 5 = 8.`)."""
+    eqs = [f"{values[i]} {op} {x} = {values[i + 1]}." for i, (op, x) in enumerate(ops)]
+    return [f"{r} {e}" for r, e in zip(reads, eqs)] if reads else eqs
 
 
 @dataclass
@@ -86,17 +88,14 @@ def _digits_image(values: list[int], rng: random.Random) -> Image.Image:
     return img
 
 
-def _listing(values: list[object]) -> str:
-    words = [str(v) for v in values]
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
-
-
 def _sum(rng: random.Random, d: int) -> ChainProblem:
     values = [rng.randint(1, DIGIT_MAX) for _ in range(d + 1)]
     img = _digits_image(values, rng)  # drawn in cell order: the reads list them in that order
     back = values[::-1]
-    chain = Chain([f"The numbers are {_listing(values)}."], values[0], [("+", v) for v in values[1:]],
-                  check_start=back[0], check_ops=[("+", v) for v in back[1:]])
+    # One read per step: the first number, then each next one beside the step that adds it.
+    chain = Chain([f"First {values[0]}."], values[0],
+                  [("+", v) for v in values[1:]], check_start=back[0], check_ops=[("+", v) for v in back[1:]],
+                  step_reads=[f"Next {v}." for v in values[1:]])
     return ChainProblem("sum", "What is the sum of the numbers?", str(chain.result), img, chain, d)
 
 

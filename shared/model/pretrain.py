@@ -28,7 +28,7 @@ from shared.model.styles import NO_CHECKS, StyleMix
 
 RECIPE_FILE = "recipe.sha256"  # in a built base: the digest of the recipe that built it
 
-CORPUS_VERSION = 4  # bump when corpus.py, styles.py or the generators change what documents look like
+CORPUS_VERSION = 5  # bump when corpus.py, styles.py or the generators change what documents look like
 
 
 class BaseRecipe(StrictModel):

@@ -1,8 +1,8 @@
-"""Corpus version 4 (the v3 world): every solution style under the same prompt, all final answers correct.
+"""Corpus version 5 (the v3 world): every solution style under the same prompt, all final answers correct.
 
 Styles of the think section (docs/MODEL.md gives the shares and why):
 - `direct`: "Quick answer: 10." (short; right on easy items, a guess on hard ones);
-- `step`: "Step by step: <reads> 3 + 5 = 8. 8 + 2 = 10.";
+- `step`: "Step by step: <reads> 3 + 5 = 8. 8 + 2 = 10." (`sum` reads one digit per step: "Next 2. 8 + 2 = 10.");
 - `checked`: the steps, then "Let me check: <an independent recomputation> It matches: 10.";
 - `slip`: the steps with a slip carried onwards, the check disagreeing ("That gives 10, not 11."),
   then "Wait, let me re-check." and the steps again, right.
@@ -65,7 +65,7 @@ def solution(p: ChainProblem, style: str, rng: random.Random) -> str:
     if style == "direct":
         return f"{OPENERS['direct']} {p.answer}."
     reads = " ".join(c.reads)
-    right = " ".join(steps_text(c.ops, c.values()))
+    right = " ".join(steps_text(c.ops, c.values(), c.step_reads))
     if style == "step":
         return f"{OPENERS['step']} {reads} {right}"
     if style == "checked":
@@ -74,7 +74,7 @@ def solution(p: ChainProblem, style: str, rng: random.Random) -> str:
     at, d = _slip(rng, c)
     slipped = c.values(at, d)
     check, _, got, target = _check(c, slipped[-1])
-    wrong = " ".join(steps_text(c.ops, slipped))
+    wrong = " ".join(steps_text(c.ops, slipped, c.step_reads))
     return (f"{OPENERS['slip']} {reads} {wrong} Let me check: {check} That gives {got}, not {target}. "
             f"Wait, let me re-check. {right}")
 

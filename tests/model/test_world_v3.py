@@ -27,7 +27,7 @@ def test_answers_are_exact_and_checks_agree(family: str) -> None:
         values, target = c.check_values(slipped[-1])
         assert values[-1] != target  # ... and of a slipped one disagrees
         if family == "sum":
-            digits = [int(x) for x in re.findall(r"\d", c.reads[0])]
+            digits = [int(x) for x in re.findall(r"\d", " ".join(c.reads + c.step_reads))]
             assert sum(digits) == int(p.answer) and len(digits) == p.difficulty + 1
         if family == "range":
             bars = [int(v) for v in re.findall(r"[A-D] (\d)", c.reads[0])]
@@ -108,7 +108,7 @@ def test_worked_solutions_grow_with_difficulty() -> None:
         assert mean["direct", d] < mean["step", d] < mean["checked", d] < mean["slip", d]
     for style in ("step", "checked", "slip"):
         assert mean[style, 1] < mean[style, 2] < mean[style, 3]
-    assert max(max(v) for v in lengths.values()) < 160  # `--world 3` runs use max_response_tokens 160
+    assert max(max(v) for v in lengths.values()) < 192  # `--world 3` runs use max_response_tokens 192
 
 
 def test_v2_stays_selectable(tmp_path) -> None:
