@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from services.rollout.config import VllmConfig
 from shared.config import EurekaSettings, RecipeConfig
@@ -57,3 +57,12 @@ class UpConfig(EurekaSettings):
         0, ge=0, description="reward's pretrained-format floor on the think section (the small world's are short)"
     )
     recipe: RecipeConfig = SMALL_WORLD_RECIPE
+
+    @field_validator("recipe", mode="before")
+    @classmethod
+    def _over_small_world(cls, value: Any) -> Any:
+        """A `--recipe.X` flag (or `EUREKA_RECIPE__X`, or a YAML `recipe:` key) changes X of the small-world
+        recipe; the other fields stay the small world's, not RecipeConfig's defaults."""
+        if isinstance(value, dict):
+            return {**SMALL_WORLD_RECIPE.model_dump(exclude_unset=True), **value}
+        return value
