@@ -3,9 +3,9 @@
 Each problem is a chain: read the inputs off the image, then a few one-fact steps (`a + b = c`),
 so a worked solution is causally more accurate than a direct answer (the model would have to read
 and add several values in one token). Difficulty 1-3 is the number of steps; difficulty 1 can be
-answered directly. Every chain also has an independent check that recomputes differently (the sum
-in the other order, or the inverse operation back to a known value), which the corpus uses for its
-checked and slip-then-fix styles (shared/model/corpus.py).
+answered directly. A chain's pass (its reads and steps, `Chain.text`) can be done again from the
+image, independently of a first pass: the corpus's checked and slip-then-fix styles do that
+(shared/model/styles.py).
 
 Families: `sum` (2-4 bold digits 1-5), `redblue` (red plus blue shapes among others), `range`
 (tallest minus shortest of 2-4 bars), `chain` (a countdown-style walk: start at the drawn digit,
@@ -15,7 +15,7 @@ add and subtract what the text says).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
@@ -27,16 +27,13 @@ DIGIT_MAX = 5
 
 @dataclass
 class Chain:
-    """start, then `value op x` per step; the check recomputes `check_ops` from `check_start` and compares
-    its result with `target` (None: with the chain's own result)."""
+    """start, then `value op x` per step. `step_read` (e.g. "then {x}:"), when set, is read before each step:
+    the operand comes off the image one read per step, so a misread can slip into a step."""
 
     reads: list[str]
     start: int
     ops: list[tuple[str, int]]
-    check_start: int | None = None  # None: start from the chain's result (an inverse check)
-    check_ops: list[tuple[str, int]] = field(default_factory=list)
-    target: int | None = None
-    step_reads: list[str] = field(default_factory=list)  # one read before each step (one read per step)
+    step_read: str | None = None
 
     def values(self, slip_at: int | None = None, slip: int = 0) -> list[int]:
         """The running values, optionally with a slip of `slip` at step `slip_at` carried onwards."""
@@ -50,18 +47,19 @@ class Chain:
     def result(self) -> int:
         return self.values()[-1]
 
-    def check_values(self, first_result: int) -> tuple[list[int], int]:
-        """Running values of the check, and what they must end at."""
-        out = [first_result if self.check_start is None else self.check_start]
-        for op, x in self.check_ops:
-            out.append(out[-1] + x if op == "+" else out[-1] - x)
-        return out, first_result if self.target is None else self.target
+    def misread(self, at: int, slip: int) -> Chain:
+        """The chain as read with the operand of step `at` off by `slip` (the step reads show it)."""
+        ops = list(self.ops)
+        op, x = ops[at]
+        ops[at] = (op, x + slip)
+        return Chain(self.reads, self.start, ops, self.step_read)
 
-
-def steps_text(ops: list[tuple[str, int]], values: list[int], reads: list[str] | None = None) -> list[str]:
-    """One sentence per step: `3 + 5 = 8.`, each after its read when `reads` are given (`Next 5. 3 + 5 = 8.`)."""
-    eqs = [f"{values[i]} {op} {x} = {values[i + 1]}." for i, (op, x) in enumerate(ops)]
-    return [f"{r} {e}" for r, e in zip(reads, eqs)] if reads else eqs
+    def text(self, slip_at: int | None = None, slip: int = 0) -> str:
+        """One pass: the reads, then one sentence per step (`3 + 5 = 8.`; `then 5: 3 + 5 = 8.` with a `step_read`)."""
+        reads = [self.step_read.format(x=x) for _, x in self.ops] if self.step_read else None
+        values = self.values(slip_at, slip)
+        eqs = [f"{values[i]} {op} {x} = {values[i + 1]}." for i, (op, x) in enumerate(self.ops)]
+        return " ".join([*self.reads, *([f"{r} {e}" for r, e in zip(reads, eqs)] if reads else eqs)])
 
 
 @dataclass
@@ -91,11 +89,8 @@ def _digits_image(values: list[int], rng: random.Random) -> Image.Image:
 def _sum(rng: random.Random, d: int) -> ChainProblem:
     values = [rng.randint(1, DIGIT_MAX) for _ in range(d + 1)]
     img = _digits_image(values, rng)  # drawn in cell order: the reads list them in that order
-    back = values[::-1]
     # One read per step: the first number, then each next one beside the step that adds it.
-    chain = Chain([f"First {values[0]}."], values[0],
-                  [("+", v) for v in values[1:]], check_start=back[0], check_ops=[("+", v) for v in back[1:]],
-                  step_reads=[f"Next {v}." for v in values[1:]])
+    chain = Chain([f"First {values[0]}."], values[0], [("+", v) for v in values[1:]], step_read="then {x}:")
     return ChainProblem("sum", "What is the sum of the numbers?", str(chain.result), img, chain, d)
 
 
@@ -113,7 +108,7 @@ def _redblue(rng: random.Random, d: int) -> ChainProblem:
         draw_shape(draw, k, shape, c)
         seen.append(f"{c} {shape}")
     reads = [f"The shapes: {', '.join(seen)}.", f"Red {red}, blue {blue}."]
-    chain = Chain(reads, red, [("+", blue)], check_start=blue, check_ops=[("+", red)])
+    chain = Chain(reads, red, [("+", blue)])
     return ChainProblem("redblue", "How many shapes are red or blue?", str(red + blue), img, chain, d)
 
 
@@ -129,7 +124,7 @@ def _range(rng: random.Random, d: int) -> ChainProblem:
     hi, lo = max(values), min(values)
     reads = ["The bars are " + ", ".join(f"{k} {v}" for k, v in zip(LETTERS, values)) + ".",
              f"The tallest is {hi}, the shortest {lo}."]
-    chain = Chain(reads, hi, [("-", lo)], check_ops=[("+", lo)], target=hi)  # check: result + shortest = tallest
+    chain = Chain(reads, hi, [("-", lo)])
     q = f"Bars {LETTERS[0]}-{LETTERS[n - 1]} go left to right. How much taller is the tallest bar than the shortest?"
     return ChainProblem("range", q, str(hi - lo), img, chain, d)
 
@@ -141,8 +136,6 @@ def _walk(rng: random.Random, d: int) -> ChainProblem:
         chain = Chain([f"The number is {start}."], start, ops)
         if all(0 <= v <= 15 for v in chain.values()):
             break
-    undo = [("-" if op == "+" else "+", x) for op, x in reversed(ops)]
-    chain.check_ops, chain.target = undo, start  # check: undo every step, back to the start
     words = {"+": "add", "-": "subtract"}
     said = ", then ".join(f"{words[op]} {x}" for op, x in ops)
     q = f"Start from the number in the picture, {said}. What number do you get?"

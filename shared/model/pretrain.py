@@ -28,14 +28,14 @@ from shared.model.styles import NO_CHECKS, StyleMix
 
 RECIPE_FILE = "recipe.sha256"  # in a built base: the digest of the recipe that built it
 
-CORPUS_VERSION = 5  # bump when corpus.py, styles.py or the generators change what documents look like
+CORPUS_VERSION = 6  # bump when corpus.py, styles.py or the generators change what documents look like
 
 
 class BaseRecipe(StrictModel):
     """How the tiny base is built (its digest keys the cache)."""
 
     seed: int = Field(0, ge=0)
-    steps: int | None = Field(None, ge=1, description="optimizer steps (default: 1800 for world 2, 2000 for world 3)")
+    steps: int | None = Field(None, ge=1, description="optimizer steps (default: 1800 for world 2, 1000 for world 3)")
     batch_size: int = Field(8, ge=1, description="documents per step (small: optimizer steps matter more than batch)")
     lr: float = Field(4e-3, gt=0)
     warmup_steps: int = Field(60, ge=0)
@@ -52,7 +52,7 @@ class BaseRecipe(StrictModel):
     @model_validator(mode="after")
     def _defaults(self) -> BaseRecipe:
         if self.steps is None:
-            self.steps = 1800 if self.world == 2 else 2000
+            self.steps = 1800 if self.world == 2 else 1000
         if self.corpus == "plain" and self.world == 2:
             raise ValueError("the plain corpus (the pretrained-mode base) is written for world 3; pass world=3")
         return self

@@ -1,11 +1,12 @@
-"""Corpus version 5 (the v3 world): every solution style under the same prompt, all final answers correct.
+"""Corpus version 6 (the v3 world): every solution style under the same prompt, all final answers correct.
 
 Styles of the think section (docs/MODEL.md gives the shares and why):
 - `direct`: "Quick answer: 10." (short; right on easy items, a guess on hard ones);
-- `step`: "Step by step: <reads> 3 + 5 = 8. 8 + 2 = 10." (`sum` reads one digit per step: "Next 2. 8 + 2 = 10.");
-- `checked`: the steps, then "Let me check: <an independent recomputation> It matches: 10.";
-- `slip`: the steps with a slip carried onwards, the check disagreeing ("That gives 10, not 11."),
-  then "Wait, let me re-check." and the steps again, right.
+- `step`: "Step by step: <reads> 3 + 5 = 8. 8 + 2 = 10." (`sum` reads one digit per step: "then 2: 8 + 2 = 10.");
+- `checked`: the reads and steps, then "Let me check:" and the reads and steps again, from the image,
+  then "It matches: 10.";
+- `slip`: a first pass with a slip carried onwards (a misread digit or a wrong sum), the second pass
+  disagreeing ("That gives 10, not 11."), then "Wait, let me re-check." and a third pass, right.
 The checked and slip styles open alike ("Work, then check:"), so a sampled slip the model notices in
 its own check is fixed, and checking pays off in the base's own samples. Prompts: the instruct system
 prompt with the think/answer layout, the chat with the `\\boxed{}` suffix, or (the pretrained-mode base,
@@ -17,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from shared.model.multistep import Chain, ChainProblem, steps_text
+from shared.model.multistep import DIGIT_MAX, Chain, ChainProblem
 
 STYLES_V3 = ("direct", "step", "checked", "slip")
 OPENERS = {"direct": "Quick answer:", "step": "Step by step:", "checked": "Work, then check:", "slip": "Work, then check:"}
@@ -47,35 +48,32 @@ class StyleMix:
 NO_CHECKS = StyleMix(direct=0.55, step=0.45, checked=0.0, slip=0.0)  # the ablation's corpus
 
 
-def _slip(rng: random.Random, chain: Chain) -> tuple[int, int]:
+def _slip(rng: random.Random, chain: Chain) -> tuple[str, int]:
+    """A first pass gone wrong, and its result: a misread operand (one-read-per-step chains, half the time)
+    or an arithmetic slip, carried onwards."""
     at = rng.randrange(len(chain.ops))
-    values = chain.values()
-    options = [d for d in (-2, -1, 1, 2) if values[at + 1] + d >= 0]
-    return at, rng.choice(options)
-
-
-def _check(chain: Chain, first: int) -> tuple[str, bool, int, int]:
-    values, target = chain.check_values(first)
-    return " ".join(steps_text(chain.check_ops, values)), values[-1] == target, values[-1], target
+    if chain.step_read and rng.random() < 0.5:
+        x = chain.ops[at][1]
+        wrong = chain.misread(at, rng.choice([d for d in (-1, 1) if 1 <= x + d <= DIGIT_MAX]))
+        return wrong.text(), wrong.result
+    value = chain.values()[at + 1]
+    d = rng.choice([d for d in (-2, -1, 1, 2) if value + d >= 0])
+    return chain.text(at, d), chain.values(at, d)[-1]
 
 
 def solution(p: ChainProblem, style: str, rng: random.Random) -> str:
-    """The think text of `p` in `style`."""
+    """The think text of `p` in `style`. The check is a second pass from the image (reads and steps
+    again), so it catches a slip of the first pass, a misread included."""
     c = p.chain
     if style == "direct":
         return f"{OPENERS['direct']} {p.answer}."
-    reads = " ".join(c.reads)
-    right = " ".join(steps_text(c.ops, c.values(), c.step_reads))
+    right = c.text()
     if style == "step":
-        return f"{OPENERS['step']} {reads} {right}"
+        return f"{OPENERS['step']} {right}"
     if style == "checked":
-        check, _, _, _ = _check(c, c.result)
-        return f"{OPENERS['checked']} {reads} {right} Let me check: {check} It matches: {p.answer}."
-    at, d = _slip(rng, c)
-    slipped = c.values(at, d)
-    check, _, got, target = _check(c, slipped[-1])
-    wrong = " ".join(steps_text(c.ops, slipped, c.step_reads))
-    return (f"{OPENERS['slip']} {reads} {wrong} Let me check: {check} That gives {got}, not {target}. "
+        return f"{OPENERS['checked']} {right} Let me check: {right} It matches: {p.answer}."
+    wrong, got = _slip(rng, c)
+    return (f"{OPENERS['slip']} {wrong} Let me check: {right} That gives {p.answer}, not {got}. "
             f"Wait, let me re-check. {right}")
 
 

@@ -1,5 +1,6 @@
-"""The v3 small world: exact multi-step answers, checks that recompute differently, every corpus style
-under the same prompt with a correct final answer, and lengths that grow with difficulty."""
+"""The v3 small world: exact multi-step answers, slips that change the result, every corpus style under the
+same prompt with a correct final answer, checks that pass again from the image, and lengths that grow with
+difficulty."""
 
 from __future__ import annotations
 
@@ -21,14 +22,12 @@ def test_answers_are_exact_and_checks_agree(family: str) -> None:
         assert p.image.size == (112, 112) and 1 <= p.difficulty <= 3
         assert len(c.ops) == (1 if family in ("redblue", "range") else p.difficulty)
         assert str(c.result) == p.answer
-        values, target = c.check_values(c.result)
-        assert values[-1] == target  # the check of a right result agrees
-        slipped = c.values(0, 1)
-        values, target = c.check_values(slipped[-1])
-        assert values[-1] != target  # ... and of a slipped one disagrees
+        assert c.values(0, 1)[-1] != c.result  # a slip carried onwards changes the result
         if family == "sum":
-            digits = [int(x) for x in re.findall(r"\d", " ".join(c.reads + c.step_reads))]
-            assert sum(digits) == int(p.answer) and len(digits) == p.difficulty + 1
+            reads = re.findall(r"(?:First|then) (\d)", c.text())
+            assert sum(map(int, reads)) == int(p.answer) and len(reads) == p.difficulty + 1
+            wrong = c.misread(0, 1)
+            assert wrong.result == c.result + 1 and f"then {c.ops[0][1] + 1}:" in wrong.text()
         if family == "range":
             bars = [int(v) for v in re.findall(r"[A-D] (\d)", c.reads[0])]
             assert max(bars) - min(bars) == int(p.answer) and len(bars) == p.difficulty + 1
@@ -53,6 +52,11 @@ def test_every_style_ends_right_and_only_the_slip_revises() -> None:
         assert response_style(texts["step"]) == "step"
         assert response_style(texts["checked"]) == "checked" and f"It matches: {p.answer}." in texts["checked"]
         assert response_style(texts["slip"]) == "fixed" and "Wait, let me re-check." in texts["slip"]
+        # the check is a second pass from the image: the reads and steps again, after "Let me check:"
+        first, check = texts["checked"].removeprefix("Work, then check: ").split(" Let me check: ")
+        assert check == f"{first} It matches: {p.answer}." and first == texts["step"].removeprefix("Step by step: ")
+        wrong, rest = texts["slip"].removeprefix("Work, then check: ").split(" Let me check: ")
+        assert wrong != first and rest.startswith(first) and rest.endswith(f"re-check. {first}")
         assert is_effective_reflection(texts["slip"], p.answer, True)
         assert not is_effective_reflection(texts["checked"], p.answer, True)
         assert not is_effective_reflection(texts["slip"], p.answer, False)
