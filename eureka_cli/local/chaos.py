@@ -60,6 +60,12 @@ class ChaosConfig(UpConfig):
                                "split between them (c10d rendezvous hosted by node 0)")
     kills_learner_node: int = Field(0, ge=0, description="kill -9 of every process of the learner's second node: the "
                                     "first fails the job, every node restarts with --resume (needs --learner-nodes 2+)")
+    kills_broadcast_worker: int = Field(0, ge=0, description="kill -9 of a rollout worker inside a weight broadcast "
+                                        "round, restarted (needs --broadcast true)")
+    broadcast_bucket_bytes: int = Field(1024, ge=1024, description="broadcast bucket size in the run with --broadcast: "
+                                        "small, so a round of the small world lasts long enough to kill a member in")
+    broadcast_round_s: float = Field(120.0, gt=0, description="how long a broadcast_worker fault waits for a round "
+                                     "with a member in it")
     node_loss_s: float = Field(180.0, gt=0, description="how long the first learner node gets to fail the job after "
                                "losing the second")
     sigterms_rollout: int = Field(2, ge=0, description="SIGTERM of a rollout worker: exits within sigterm_grace_s, "
@@ -80,6 +86,8 @@ class ChaosConfig(UpConfig):
         if self.learner_procs % self.learner_nodes:
             raise ValueError(f"--learner-procs {self.learner_procs} does not split evenly over --learner-nodes "
                              f"{self.learner_nodes}; give every node the same number of processes")
+        if self.kills_broadcast_worker and not self.broadcast:
+            raise ValueError("--kills-broadcast-worker needs the broadcast weight path; add --broadcast true")
         if self.kills_learner_node and self.learner_nodes < 2:
             raise ValueError("--kills-learner-node needs a learner of two nodes or more; add --learner-nodes 2")
         return self
@@ -105,8 +113,10 @@ def main(cfg: ChaosConfig) -> int:
     signal.signal(signal.SIGINT, run.raise_interrupt)
     signal.signal(signal.SIGTERM, run.raise_interrupt)
     started = time.time()
-    sup = LearnerNodes(run_dir, cfg.learner_nodes, cfg.learner_procs,
-                       base_env={"EUREKA_SAMPLE_PAGE_BYTES": str(cfg.buffer_page_bytes)})  # read by the buffer alone
+    env = {"EUREKA_SAMPLE_PAGE_BYTES": str(cfg.buffer_page_bytes)}  # read by the buffer alone
+    if cfg.broadcast:  # read by the learner and the rollout workers
+        env["EUREKA_BROADCAST__BUCKET_BYTES"] = str(cfg.broadcast_bucket_bytes)
+    sup = LearnerNodes(run_dir, cfg.learner_nodes, cfg.learner_procs, base_env=env)
     driver: Driver | None = None
     redis: RedisProc | None = None
     try:
@@ -192,6 +202,7 @@ def _report(cfg: ChaosConfig, planned: dict, driver: Driver, result: dict, base:
         "steps": cfg.steps,
         "rollout_backend": cfg.rollout_backend,
         "learner_nodes": cfg.learner_nodes,
+        "broadcast": cfg.broadcast,
         "wall_time_s": round(wall_s, 1),
         "chaos_time_s": round(driver.chaos_s, 1),
         "held_after_training_s": driver.held_s,

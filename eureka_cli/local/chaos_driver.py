@@ -27,7 +27,7 @@ from shared.redis_proc import RedisProc
 log = get_logger("chaos")
 
 LEARNER_KINDS = ("learner", "learner_node")  # faults that restart the learner from its last checkpoint
-TRAINING_KINDS = ("buffer_paged",)  # faults that need the learner training (not holding): they go early in the plan
+TRAINING_KINDS = ("buffer_paged", "broadcast_worker")  # need the learner training (not holding): early in the plan
 HOLDING = "serving the final weights until stopped"  # the learner's log line when it holds after its last step
 PAGE_OPEN = "event='batch page received'"  # the learner holds part of a batch that arrives in pages
 PAGE_DONE = "event='batch sampled'"  # ... and now the whole batch
@@ -186,6 +186,8 @@ class Driver:
             return time.monotonic() >= self.releases_back_at
         if kind == "buffer_paged":
             return bool(self.paged_batch()) and not self.holding()
+        if kind == "broadcast_worker":  # rounds come with new versions: the learner must be training
+            return self.sup.procs["learner"].alive and not self.holding()
         return True
 
     def paged_batch(self) -> str:

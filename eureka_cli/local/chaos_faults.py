@@ -22,7 +22,7 @@ from shared.redis_proc import RedisProc
 log = get_logger("chaos")
 
 KILL_KINDS = ("rollout", "reward", "buffer", "learner", "redis", "buffer_paged")  # kill -9 and restart
-KILLS = (*KILL_KINDS, "learner_node")  # every kill -9 (`kills` in chaos.json)
+KILLS = (*KILL_KINDS, "learner_node", "broadcast_worker")  # every kill -9 (`kills` in chaos.json)
 KINDS = (*KILLS, "rollout_sigterm", "pause", "slow")
 PREFIX = "eureka:"
 PROMPTS_GROUP = "rollout"  # the buffer's consumer group on the prompt stream
@@ -46,6 +46,8 @@ class FaultSettings(Protocol):
     slow_reward_s: float
     sigterm_grace_s: float
     node_loss_s: float
+    broadcast_round_s: float
+    rollout_workers: int
 
 
 class Pipeline(Protocol):
@@ -130,6 +132,17 @@ class FaultKinds:
             d.restart("learner")
             d.record(fault)
         d.background(d.serving, fault, "learner", killed)
+
+    def _broadcast_worker(self, at_s: float) -> None:
+        """kill -9 of a rollout worker inside a weight broadcast round (`chaos_broadcast.py`), then a restart."""
+        from eureka_cli.local.chaos_broadcast import kill_mid_round
+
+        d = self.d
+        flag = "--broadcast.address="
+        address = next(a.removeprefix(flag) for a in d.sup.procs["learner"].argv if a.startswith(flag))
+        why = kill_mid_round(d, address, self.paused, at_s, d.cfg.broadcast_round_s)
+        if why:
+            d.failures.append(f"broadcast_worker: {why}")
 
     def _rollout_sigterm(self, at_s: float) -> None:
         """SIGTERM of a rollout worker, as Kubernetes ends a pod: it must exit within the chart's grace period

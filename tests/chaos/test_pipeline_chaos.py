@@ -111,3 +111,28 @@ def test_a_lost_learner_node_fails_the_job_and_every_node_resumes() -> None:
             assert "start every node again with --resume" in (run_dir / "logs" / "learner.log").read_text()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.chaos
+def test_a_worker_killed_inside_a_broadcast_round_loses_nothing() -> None:
+    """`--broadcast true`: a rollout worker killed -9 between a round's go and its done; the learner publishes on,
+    the restarted worker pulls over gRPC, and nothing is lost or duplicated."""
+    root = Path(tempfile.mkdtemp(prefix="eureka-chaos-test-"))
+    try:
+        run_dir = root / "run"
+        argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "6",
+                "--checkpoint-every", "2", "--eval-limit", "4", "--broadcast", "true", "--kills-broadcast-worker", "1",
+                "--kills-rollout", "0", "--kills-reward", "0", "--kills-buffer", "0", "--kills-learner", "0",
+                "--kills-redis", "0", "--kills-buffer-paged", "0", "--sigterms-rollout", "0", "--pause-s", "0",
+                "--slow-reward-s", "0", "--warmup-s", "5", "--min-interval-s", "6",
+                *(["--model-path", MODEL] if MODEL else [])]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-4000:]
+        report = json.loads((run_dir / "chaos.json").read_text())
+        assert report["delivered"] == report["planned"] == {"broadcast_worker": 1}
+        assert report["lost"] == 0 and report["duplicated"] == 0 and report["steps_ok"]
+        kill = next(f for f in report["fault_log"] if f["kind"] == "broadcast_worker")
+        assert kill["target"].startswith("rollout") and "before any was done" in kill["detail"], kill
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
