@@ -52,8 +52,10 @@ class ChaosConfig(UpConfig):
     kills_buffer: int = Field(4, ge=0)
     kills_learner: int = Field(3, ge=0, description="kill -9 of the learner (every rank), restarted with --resume")
     kills_redis: int = Field(3, ge=0, description="kill -9 of redis-server, restarted on the same port and data dir")
-    kills_buffer_paged: int = Field(1, ge=0, description="kill -9 of the buffer while the learner holds part of a "
-                                    "batch that arrives in pages (between two SampleGroups pages), restarted")
+    kills_buffer_paged: int = Field(0, ge=0, description="kill -9 of the buffer while the learner holds part of a "
+                                    "batch that arrives in pages (between two SampleGroups pages), restarted; off by "
+                                    "default: a learner that keeps up with the rollouts has a batch open for "
+                                    "milliseconds only")
     buffer_page_bytes: int = Field(1024, ge=1024, description="the buffer's sample_page_bytes in the run: below one "
                                    "group, so every batch arrives in pages, one group a page")
     learner_nodes: int = Field(1, ge=1, le=4, description="learner launchers (nodes) on loopback, learner_procs "
@@ -168,7 +170,8 @@ def _problems(report: dict) -> list[str]:
         short = ", ".join(f"{k} {report['delivered'].get(k, 0)}/{n}" for k, n in report["planned"].items()
                           if report["delivered"].get(k, 0) < n)
         out.append(f"delivered {report['faults_delivered']} of {report['faults_planned']} planned faults ({short}): "
-                   "training ended first; keep --hold-training on, or plan fewer faults or more --steps")
+                   "training ended first; keep --hold-training on, or plan fewer faults or more --steps (buffer_paged "
+                   "and broadcast_worker land only while the learner trains, not while it holds)")
     out += report["fault_failures"]
     if report["unplanned_exits"]:
         exits = report["unplanned_exits"]

@@ -1,5 +1,5 @@
-"""Pipeline chaos: a short `eureka chaos` run (every process kind killed at least once, the buffer also while a
-batch arrives in pages, a rollout SIGTERM, a pause, a slow reward), a learner of two nodes losing its second node,
+"""Pipeline chaos: a short `eureka chaos` run (every process kind killed at least once, a rollout SIGTERM, a pause,
+a slow reward), a learner of two nodes losing its second node,
 and a run whose plan cannot be delivered failing.
 
 Run alone: `.venv/bin/python -m pytest tests/chaos/test_pipeline_chaos.py -m chaos -s` (or `make chaos`);
@@ -38,7 +38,7 @@ def _run_and_check(run_dir: Path) -> None:
     argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "8",
             "--checkpoint-every", "2", "--eval-limit", "20", "--chaos-seed", SEED,
             "--kills-rollout", "2", "--kills-reward", "1", "--kills-buffer", "1", "--kills-learner", "1",
-            "--kills-redis", "1", "--kills-buffer-paged", "1", "--sigterms-rollout", "1", "--warmup-s", "5",
+            "--kills-redis", "1", "--kills-buffer-paged", "0", "--sigterms-rollout", "1", "--warmup-s", "5",
             "--min-interval-s", "6",
             "--pause-s", "35", "--slow-reward-s", "10", *(["--model-path", MODEL] if MODEL else [])]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
@@ -52,9 +52,7 @@ def _run_and_check(run_dir: Path) -> None:
     assert report["steps_ok"], (report["final_step"], report["final_policy_version"])
     assert report["acknowledged"] == report["trained"] + report["dropped"] + report["pending_at_end"]
     assert report["delivered"] == report["planned"], report["faults"]
-    assert report["kills"] == report["kills_planned"] == 7
-    paged = next(f for f in report["fault_log"] if f["kind"] == "buffer_paged")
-    assert paged["target"] == "buffer" and "groups=" in paged["detail"], paged
+    assert report["kills"] == report["kills_planned"] == 6
     assert report["fault_failures"] == [], report["fault_failures"]
     assert (run_dir / "chaos.md").is_file()
     print(f"\nlost={report['lost']} duplicated={report['duplicated']} kills={report['kills']} "
