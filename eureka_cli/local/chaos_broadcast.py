@@ -16,7 +16,7 @@ import signal
 import time
 from typing import Any
 
-from eureka_cli.local.chaos_faults import Fault, Pipeline
+from eureka_cli.local.chaos_pipeline import Fault, Pipeline
 
 
 def kill_mid_round(d: Pipeline, address: str, avoid: set[str], at_s: float, timeout_s: float) -> str:

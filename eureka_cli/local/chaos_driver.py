@@ -19,7 +19,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from eureka_cli.local.chaos_faults import KINDS, Fault, FaultKinds
+from eureka_cli.local.chaos_faults import KINDS, FaultKinds
+from eureka_cli.local.chaos_pipeline import Fault
 from eureka_cli.local.supervisor import Supervisor
 from shared.logs import get_logger
 from shared.redis_proc import RedisProc

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
 
-from eureka_cli.local.supervisor import Supervisor
+from eureka_cli.local.chaos_broadcast import kill_mid_round
+from eureka_cli.local.chaos_pipeline import Fault, Pipeline
 from shared.logs import get_logger
-from shared.redis_proc import RedisProc
 
 log = get_logger("chaos")
 
@@ -26,47 +22,6 @@ KILLS = (*KILL_KINDS, "learner_node", "broadcast_worker")  # every kill -9 (`kil
 KINDS = (*KILLS, "rollout_sigterm", "pause", "slow")
 PREFIX = "eureka:"
 PROMPTS_GROUP = "rollout"  # the buffer's consumer group on the prompt stream
-
-
-@dataclass
-class Fault:
-    kind: str
-    target: str
-    at_s: float  # since the schedule start
-    down_s: float = 0.0  # kill -> restarted process answers its health check (SERVING / PING); -1: not before the end
-    progress_s: float | None = None  # restart -> the learner's next step
-    restarted_at: float = 0.0  # wall time (the learner's metrics carry wall times)
-    detail: str = ""
-
-
-class FaultSettings(Protocol):
-    """The chaos settings a fault reads."""
-
-    pause_s: float
-    slow_reward_s: float
-    sigterm_grace_s: float
-    node_loss_s: float
-    broadcast_round_s: float
-    rollout_workers: int
-
-
-class Pipeline(Protocol):
-    """What a fault needs from the running pipeline (`chaos_driver.Driver` is the one implementation)."""
-
-    cfg: FaultSettings
-    sup: Supervisor
-    redis: RedisProc
-    lock: threading.Lock
-    failures: list[str]
-
-    def restart(self, name: str) -> None: ...
-    def holding(self) -> bool: ...
-    def restart_redis(self) -> None: ...
-    def live_rollouts(self, avoid: set[str]) -> str: ...
-    def paged_batch(self) -> str: ...
-    def record(self, fault: Fault) -> None: ...
-    def background(self, target: Callable[..., Any], *args: Any, side: bool = False) -> None: ...
-    def serving(self, fault: Fault, name: str, killed: float) -> None: ...
 
 
 class FaultKinds:
@@ -135,8 +90,6 @@ class FaultKinds:
 
     def _broadcast_worker(self, at_s: float) -> None:
         """kill -9 of a rollout worker inside a weight broadcast round (`chaos_broadcast.py`), then a restart."""
-        from eureka_cli.local.chaos_broadcast import kill_mid_round
-
         d = self.d
         flag = "--broadcast.address="
         address = next(a.removeprefix(flag) for a in d.sup.procs["learner"].argv if a.startswith(flag))
