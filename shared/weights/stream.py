@@ -85,18 +85,20 @@ def _pipelined(group: Any, tensors: Iterator[torch.Tensor], timeout_s: float,
     """Broadcasts each tensor in turn with up to IN_FLIGHT more started behind it; `done(n, tensor)` in order."""
     in_flight: deque[tuple[Any, torch.Tensor]] = deque()
     n = 0
-    for tensor in tensors:
-        in_flight.append((_start(group, tensor, timeout_s), tensor))
-        while len(in_flight) > IN_FLIGHT:
-            work, t = in_flight.popleft()
-            work.wait()
-            done(n, t)
-            n += 1
-    while in_flight:
+
+    def finish_oldest() -> None:
+        nonlocal n
         work, t = in_flight.popleft()
         work.wait()
         done(n, t)
         n += 1
+
+    for tensor in tensors:
+        in_flight.append((_start(group, tensor, timeout_s), tensor))
+        if len(in_flight) > IN_FLIGHT:
+            finish_oldest()
+    while in_flight:
+        finish_oldest()
 
 
 def _sources(layout: Layout, state_dict: dict[str, torch.Tensor], buckets: list[Bucket],
