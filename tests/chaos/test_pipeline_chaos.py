@@ -22,6 +22,15 @@ import pytest
 
 SEED = os.environ.get("EUREKA_CHAOS_SEED", "7")
 MODEL = os.environ.get("EUREKA_CHAOS_MODEL_PATH")  # a base checkpoint dir (default: the cached tiny base)
+NO_FAULTS = ("--kills-rollout", "--kills-reward", "--kills-buffer", "--kills-learner", "--kills-redis",
+             "--kills-buffer-paged", "--sigterms-rollout", "--pause-s", "--slow-reward-s")
+
+
+def only_faults(**counts: int) -> list[str]:
+    """The fault flags of a run with only these faults (`kills_rollout=1`), every other count at 0."""
+    flags = {flag: "0" for flag in NO_FAULTS}
+    flags.update({"--" + name.replace("_", "-"): str(n) for name, n in counts.items()})
+    return [part for flag, value in flags.items() for part in (flag, value)]
 
 
 @pytest.mark.chaos
@@ -67,9 +76,7 @@ def test_a_plan_the_run_cannot_hold_fails_the_run() -> None:
         run_dir = root / "run"
         argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "2",
                 "--checkpoint-every", "1", "--eval-limit", "4", "--hold-training", "false", "--warmup-s", "3600",
-                "--kills-rollout", "1", "--kills-reward", "0", "--kills-buffer", "0", "--kills-learner", "0",
-                "--kills-redis", "1", "--kills-buffer-paged", "0", "--sigterms-rollout", "0", "--pause-s", "0",
-                "--slow-reward-s", "0",
+                *only_faults(kills_rollout=1, kills_redis=1),
                 *(["--model-path", MODEL] if MODEL else [])]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
         out = done.stdout + done.stderr
@@ -119,10 +126,8 @@ def test_a_worker_killed_inside_a_broadcast_round_loses_nothing() -> None:
     try:
         run_dir = root / "run"
         argv = [sys.executable, "-m", "eureka_cli", "chaos", "--run-dir", str(run_dir), "--steps", "6",
-                "--checkpoint-every", "2", "--eval-limit", "4", "--broadcast", "true", "--kills-broadcast-worker", "1",
-                "--kills-rollout", "0", "--kills-reward", "0", "--kills-buffer", "0", "--kills-learner", "0",
-                "--kills-redis", "0", "--kills-buffer-paged", "0", "--sigterms-rollout", "0", "--pause-s", "0",
-                "--slow-reward-s", "0", "--warmup-s", "5", "--min-interval-s", "6",
+                "--checkpoint-every", "2", "--eval-limit", "4", "--broadcast", "true",
+                *only_faults(kills_broadcast_worker=1), "--warmup-s", "5", "--min-interval-s", "6",
                 *(["--model-path", MODEL] if MODEL else [])]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
         out = done.stdout + done.stderr
