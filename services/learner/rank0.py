@@ -67,13 +67,13 @@ def start_rank0(cfg: LearnerConfig, ckpt: state.Checkpoint | None, stop: threadi
         state.log_trained(cfg.run_dir, ckpt)
         if ckpt.entry_ids:
             driver.ack(ckpt.entry_ids)
-    store = WeightStore()
+    frozen = VISION_PREFIX if cfg.recipe.freeze_vision else None  # in every worker's first pull only
+    store = WeightStore(frozen)
     server = GrpcServer(lambda s: add_weight_service(s, store), host=cfg.host, port=cfg.weights_port,
                         grpc_cfg=cfg.grpc, security=cfg.security)
     serve_metrics(cfg.metrics_port)
     state.repair_tail(cfg.run_dir / state.DROPPED_LOG)
     state.repair_tail(cfg.run_dir / state.METRICS_LOG)
-    frozen = VISION_PREFIX if cfg.recipe.freeze_vision else None  # never broadcast: in every worker's first pull
     return Rank0(driver, store, server, BroadcastHub(cfg.broadcast, frozen) if cfg.broadcast.enabled else None)
 
 

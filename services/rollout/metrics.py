@@ -25,6 +25,8 @@ PULL_SECONDS = histogram("eureka_rollout_weight_pull_seconds", "time to pull and
 PULL_FAILURES = counter(
     "eureka_rollout_weight_pull_failures_total", "weight pulls that kept the old version", ["reason"]
 )
+PULLS = counter("eureka_rollout_weight_pulls_total", "verified gRPC pulls loaded", ["kind"])  # full | trainable
+PULL_BYTES = counter("eureka_rollout_weight_pull_bytes_total", "chunk bytes received by the pulls loaded", ["kind"])
 UPDATES = counter("eureka_rollout_weight_updates_total", "weight versions loaded", ["path"])  # grpc | broadcast
 BROADCAST_MISSED = counter(
     "eureka_rollout_weight_broadcast_missed_total", "versions pulled over gRPC because no broadcast brought them"

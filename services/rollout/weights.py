@@ -7,6 +7,10 @@ the failure is counted; the staleness bound in the buffer decides whether those 
 With the broadcast path on (`broadcast.enabled`), a receiver thread stages the versions the learner
 broadcasts; `refresh` loads a staged version first and pulls over gRPC only what no broadcast brought
 (a worker's first version, or a round it missed: counted in `eureka_rollout_weight_broadcast_missed_total`).
+
+A gRPC pull after the first names the frozen chunks the worker keeps from its last full pull: when the
+learner's frozen tensors are the same, only the trainable chunks travel (`eureka_rollout_weight_pulls_total`
+and `..._pull_bytes_total` by kind: full or trainable).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from eureka.v1 import weights_pb2, weights_pb2_grpc
 from services.rollout import metrics
 from services.rollout.backends.base import Backend, WeightLoadError
 from shared.logs import get_logger
-from shared.weights import WeightPullError, pull_weights
+from shared.weights import WeightPullError
+from shared.weights.pull import HeldFrozen, pull_version
 from shared.weights.group import BroadcastConfig
 from shared.weights.receive import BroadcastReceiver
 
@@ -49,6 +54,7 @@ class WeightSync:
         if self.receiver is not None:
             self.receiver.start()  # a daemon thread: it joins rounds until the process ends
         self._published_at_broadcast: int | None = None  # what the learner's store said when we loaded a broadcast
+        self.frozen: HeldFrozen | None = None  # the frozen chunks of the last full pull: later pulls leave them out
 
     def published(self) -> int | None:
         """The learner's published version, or None (counted) when the weight service does not answer."""
@@ -104,29 +110,34 @@ class WeightSync:
     def pull(self, min_version: int) -> bool:
         start = time.monotonic()
         try:
-            version, state_dict = pull_weights(self.channel, min_version, self.timeout_s)
-            self.backend.load_weights(state_dict)
+            got = pull_version(self.channel, min_version, self.timeout_s, self.frozen)
+            self.backend.load_weights(got.state_dict)
         except WeightPullError as e:
+            self.frozen = None  # whatever went wrong, the next pull takes every chunk
             self._failed("pull", str(e))
             return False
         except WeightLoadError as e:
             self._failed("load", str(e))
             return False
+        self.frozen = got.frozen
         self._published_at_broadcast = None
         if self.receiver is not None:
             if self.version is not None:
                 metrics.BROADCAST_MISSED.inc()
-            self.receiver.pulled(state_dict)
+            self.receiver.pulled(got.state_dict)
+        metrics.PULLS.labels(got.kind).inc()
+        metrics.PULL_BYTES.labels(got.kind).inc(got.received_bytes)
         metrics.PULL_SECONDS.observe(time.monotonic() - start)
-        self._swapped(version, len(state_dict), time.monotonic() - start, "grpc")
+        self._swapped(got.version, len(got.state_dict), time.monotonic() - start, "grpc", kind=got.kind,
+                      received_bytes=got.received_bytes)
         return True
 
-    def _swapped(self, version: int, tensors: int, seconds: float, path: str) -> None:
+    def _swapped(self, version: int, tensors: int, seconds: float, path: str, **fields: object) -> None:
         old, self.version = self.version, version
         metrics.POLICY_VERSION.set(version)
         metrics.UPDATES.labels(path).inc()
         log.info("weights swapped", old_version=old, policy_version=version, tensors=tensors, path=path,
-                 seconds=f"{seconds:.3f}")
+                 seconds=f"{seconds:.3f}", **fields)
 
     def _failed(self, reason: str, detail: str) -> None:
         self.failures += 1

@@ -1,4 +1,5 @@
-"""Versioned weight publishing: the learner serves its consolidated state dict, rollout pulls it.
+"""Versioned weight publishing: the learner serves its consolidated state dict, rollout pulls it (the frozen
+tensors only in a worker's first pull).
 
 By job: `safetensors_io` (state dict <-> safetensors bytes), `frames` (chunks on the wire: checksums,
 digest, frame writer and reader), `store` (the publish store), `serve` (the gRPC WeightService),

@@ -2,7 +2,8 @@
 strict reader the puller uses (the data field stays a view of the frame, never copied by protobuf).
 
 Each chunk carries the version, its offset and the XXH3-64 of its data; every chunk names the version's
-XXH3-128 digest, seeded with the version number, and the last one is marked. XXH3 rather than CRC32 +
+XXH3-128 digest, seeded with the version number, and the last one is marked. A chunk holds frozen tensors'
+bytes only or none (marked `frozen`), so a pull by a worker that holds them can leave them out. XXH3 rather than CRC32 +
 SHA-256: the checks detect corruption and mix-ups in transit, mTLS authenticates the server. Field numbers
 and wire types come from `WeightChunk`'s descriptor.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import xxhash
 from eureka.v1 import weights_pb2
@@ -40,16 +42,39 @@ def version_digest(blob: bytes | memoryview, version: int) -> str:
 _DATA = wire.number(weights_pb2.WeightChunk, "data")
 
 
-def build_frames(version: int, blob: memoryview, digest: str, chunk_bytes: int) -> Iterator[bytes]:
-    """The serialized WeightChunks of `blob`, in order, the last one marked (one copy of the data each)."""
+class Frame(NamedTuple):
+    """One serialized WeightChunk and whether its data is frozen tensors' bytes (left out of a trainable pull)."""
+
+    data: bytes
+    frozen: bool
+
+
+def build_frames(version: int, blob: memoryview, digest: str, chunk_bytes: int,
+                 segments: list[tuple[int, int, bool]] | None = None, frozen_digest: str = "") -> Iterator[Frame]:
+    """The serialized WeightChunks of `blob`, in order, the last one marked (one copy of the data each).
+
+    `segments` ((start, end, frozen) ranges tiling the blob) keep every chunk within one range, so a chunk is
+    frozen tensors' bytes only or none; without them the blob is one range of trainable bytes."""
     total = len(blob)
-    for offset in range(0, max(1, total), chunk_bytes):
-        data = blob[offset : offset + chunk_bytes]
-        head = weights_pb2.WeightChunk(policy_version=version, offset=offset).SerializeToString()
-        tail = weights_pb2.WeightChunk(
-            checksum=chunk_checksum(data), last=offset + len(data) >= total, total_bytes=total, digest=digest
-        ).SerializeToString()
-        yield b"".join((head, wire.len_prefix(_DATA, len(data)), data, tail) if len(data) else (head, tail))
+    for start, end, frozen in segments or [(0, total, False)]:
+        for offset in range(start, max(start + 1, end), chunk_bytes):
+            data = blob[offset : min(end, offset + chunk_bytes)]
+            yield Frame(_frame(version, offset, data, total, digest, frozen_digest, frozen), frozen)
+
+
+def end_frame(version: int, total: int, digest: str, frozen_digest: str) -> bytes:
+    """The empty last chunk that closes a stream whose own last chunk (a frozen one) was left out."""
+    return _frame(version, total, memoryview(b""), total, digest, frozen_digest, False)
+
+
+def _frame(version: int, offset: int, data: memoryview, total: int, digest: str, frozen_digest: str,
+           frozen: bool) -> bytes:
+    head = weights_pb2.WeightChunk(policy_version=version, offset=offset).SerializeToString()
+    tail = weights_pb2.WeightChunk(
+        checksum=chunk_checksum(data), last=offset + len(data) >= total, total_bytes=total, digest=digest,
+        frozen_digest=frozen_digest, frozen=frozen,
+    ).SerializeToString()
+    return b"".join((head, wire.len_prefix(_DATA, len(data)), data, tail) if len(data) else (head, tail))
 
 
 _LEN_TYPES = {FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_STRING}
@@ -75,6 +100,8 @@ class ChunkFrame:
     last: bool = False
     total_bytes: int = 0
     digest: str = ""
+    frozen_digest: str = ""
+    frozen: bool = False
 
 
 def parse_chunk_frame(frame: bytes) -> ChunkFrame:
@@ -90,9 +117,11 @@ def parse_chunk_frame(frame: bytes) -> ChunkFrame:
                 found[name] = value
     except wire.WireError as e:
         raise WeightPullError(f"malformed weight chunk: {e}") from e
-    try:
-        found["digest"] = str(found.pop("digest", _EMPTY), "utf-8")  # type: ignore[call-overload]
-    except UnicodeDecodeError as e:
-        raise WeightPullError("malformed weight chunk: digest is not UTF-8") from e
-    found["last"] = bool(found.get("last", 0))
+    for name in ("digest", "frozen_digest"):
+        try:
+            found[name] = str(found.pop(name, _EMPTY), "utf-8")  # type: ignore[call-overload]
+        except UnicodeDecodeError as e:
+            raise WeightPullError(f"malformed weight chunk: {name} is not UTF-8") from e
+    for name in ("last", "frozen"):
+        found[name] = bool(found.get(name, 0))
     return ChunkFrame(**found)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,12 +37,21 @@ def deserialize_state_dict(blob: bytes) -> dict[str, torch.Tensor]:
     return load(blob)
 
 
-def state_dict_from_buffer(buf: np.ndarray) -> dict[str, torch.Tensor]:
-    """The tensors of safetensors bytes held in a uint8 array, as views of it (no copy when aligned).
+class Entry(NamedTuple):
+    """One tensor of a safetensors blob: its bytes are blob[start:end]."""
+
+    start: int
+    end: int
+    name: str
+    dtype: torch.dtype
+    shape: list[int]
+
+
+def entries(buf: np.ndarray) -> list[Entry]:
+    """The tensors of safetensors bytes held in a uint8 array, in blob order, with their absolute byte ranges.
 
     Checks what safetensors' own loader checks: a JSON header of known dtypes and shapes whose data
     offsets tile the data section exactly; ValueError (KeyError for an unknown dtype) otherwise."""
-    import torch
     from safetensors.torch import _TYPES as dtypes
 
     if len(buf) < 8:
@@ -54,27 +63,35 @@ def state_dict_from_buffer(buf: np.ndarray) -> dict[str, torch.Tensor]:
     if not isinstance(header, dict):
         raise ValueError("header is not a JSON object")
     header.pop("__metadata__", None)
-    data = buf[8 + header_len :]
-    entries = []
+    base = 8 + header_len
+    out = []
     for name, info in header.items():
         dtype, shape, (begin, end) = dtypes[info["dtype"]], info["shape"], info["data_offsets"]
         if not all(isinstance(d, int) and d >= 0 for d in [*shape, begin, end]):
             raise ValueError(f"tensor {name}: bad shape or offsets")
         if end - begin != math.prod(shape) * dtype.itemsize:
             raise ValueError(f"tensor {name}: {end - begin} bytes for shape {shape} of {info['dtype']}")
-        entries.append((begin, end, name, dtype, shape))
-    entries.sort(key=lambda e: e[:2])
-    covered = 0
-    for begin, end, name, _, _ in entries:
-        if begin != covered:
-            raise ValueError(f"tensor {name}: data offsets do not tile the data section")
-        covered = end
-    if covered != len(data):
-        raise ValueError(f"tensors cover {covered} of {len(data)} data bytes")
+        out.append(Entry(base + begin, base + end, name, dtype, shape))
+    out.sort(key=lambda e: e[:2])
+    covered = base
+    for e in out:
+        if e.start != covered:
+            raise ValueError(f"tensor {e.name}: data offsets do not tile the data section")
+        covered = e.end
+    if covered != len(buf):
+        raise ValueError(f"tensors cover {covered - base} of {len(buf) - base} data bytes")
+    return out
+
+
+def state_dict_from_buffer(buf: np.ndarray) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors bytes held in a uint8 array, as views of it (no copy when aligned);
+    the checks of `entries`."""
+    import torch
+
     out: dict[str, torch.Tensor] = {}
-    for begin, end, name, dtype, shape in entries:
-        raw = data[begin:end]
-        if (8 + header_len + begin) % dtype.itemsize:
+    for start, end, name, dtype, shape in entries(buf):
+        raw = buf[start:end]
+        if start % dtype.itemsize:
             raw = raw.copy()  # misaligned for its dtype: a copy of its own
-        out[name] = torch.from_numpy(raw).view(dtype).reshape(shape) if end > begin else torch.empty(shape, dtype=dtype)
+        out[name] = torch.from_numpy(raw).view(dtype).reshape(shape) if end > start else torch.empty(shape, dtype=dtype)
     return out

@@ -2,7 +2,7 @@
 
 StreamWeights answers the version's chunk frames as they are held (pre-serialized bytes, registered with
 `add_raw_bytes_service`); a stream serves one snapshot to its end, so a publish during a pull never mixes
-two versions.
+two versions. A request that names the version's frozen digest is sent the trainable chunks only.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
             raise FailedPrecondition(
                 f"published version {snap.version} is older than min_version {request.min_version}; retry later"
             )
-        return snap.frames_of(request.chunk_bytes or DEFAULT_CHUNK_BYTES)
+        return snap.frames_of(request.chunk_bytes or DEFAULT_CHUNK_BYTES, request.frozen_digest)
 
 
 def add_weight_service(server: grpc.Server, store: WeightStore) -> list[str]:

@@ -1,17 +1,43 @@
-"""The learner's publish store: the latest version of its state dict, held as ready-to-send chunk frames."""
+"""The learner's publish store: the latest version of its state dict, held as ready-to-send chunk frames.
+
+A version's frames keep frozen tensors (the vision tower, `frozen_prefix`) in chunks of their own, so a pull
+by a worker that already holds them (the same frozen digest) is sent the other chunks only.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shared.weights.frames import DEFAULT_CHUNK_BYTES, build_frames, parse_chunk_frame, version_digest
-from shared.weights.safetensors_io import serialize_state_dict
+from shared.weights.frames import (
+    DEFAULT_CHUNK_BYTES, Frame, build_frames, end_frame, parse_chunk_frame, version_digest,
+)
+from shared.weights.group import frozen_digest as digest_of_frozen
+from shared.weights.safetensors_io import entries, serialize_state_dict
 
 if TYPE_CHECKING:
     import torch
+
+Segment = tuple[int, int, bool]  # (start, end, frozen): a byte range of the blob
+
+
+def segments_of(blob: bytes, frozen: set[str]) -> list[Segment]:
+    """The blob's byte ranges, each the bytes of frozen tensors only or none (the header is not frozen)."""
+    import numpy as np
+
+    tensors = entries(np.frombuffer(blob, dtype=np.uint8))
+    out: list[Segment] = [(0, tensors[0].start if tensors else len(blob), False)]
+    for e in tensors:
+        is_frozen = e.name in frozen
+        if e.end == e.start:
+            continue
+        if out[-1][2] == is_frozen:
+            out[-1] = (out[-1][0], e.end, is_frozen)
+        else:
+            out.append((e.start, e.end, is_frozen))
+    return out
 
 
 @dataclass(frozen=True)
@@ -24,36 +50,65 @@ class Published:
     digest: str
     num_tensors: int
     total_bytes: int
-    frames: tuple[bytes, ...] = field(repr=False)
+    frames: tuple[Frame, ...] = field(repr=False)
+    segments: tuple[Segment, ...] = field(repr=False)
+    frozen_digest: str = ""  # of the frozen tensors (empty: none)
 
     @classmethod
-    def of(cls, version: int, blob: bytes, num_tensors: int, digest: str | None = None) -> Published:
-        """`blob` (a serialized state dict) cut into frames; `digest` defaults to the true one."""
+    def of(cls, version: int, blob: bytes, num_tensors: int, digest: str | None = None,
+           frozen: Iterable[str] = (), frozen_digest: str = "") -> Published:
+        """`blob` (a serialized state dict) cut into frames; `digest` defaults to the true one; `frozen` names
+        the tensors whose chunks a holder of `frozen_digest` is not sent."""
         digest = version_digest(blob, version) if digest is None else digest
-        frames = tuple(build_frames(version, memoryview(blob), digest, DEFAULT_CHUNK_BYTES))
-        return cls(version, digest, num_tensors, len(blob), frames)
+        segments = segments_of(blob, set(frozen)) if frozen_digest else [(0, len(blob), False)]
+        frames = tuple(build_frames(version, memoryview(blob), digest, DEFAULT_CHUNK_BYTES, segments, frozen_digest))
+        return cls(version, digest, num_tensors, len(blob), frames, tuple(segments), frozen_digest)
 
     @property
     def blob(self) -> bytes:
         """The whole serialized state dict, joined from the frames (a copy, for callers that need one piece)."""
-        return b"".join(parse_chunk_frame(frame).data for frame in self.frames)
+        return b"".join(parse_chunk_frame(frame.data).data for frame in self.frames)
 
-    def frames_of(self, chunk_bytes: int) -> Iterator[bytes]:
-        """The serialized chunks of this version: its own frames at the default size, else cut anew."""
-        if chunk_bytes == DEFAULT_CHUNK_BYTES:
-            return iter(self.frames)
-        return build_frames(self.version, memoryview(self.blob), self.digest, chunk_bytes)
+    @property
+    def frozen_bytes(self) -> int:
+        return sum(end - start for start, end, frozen in self.segments if frozen)
+
+    def frames_of(self, chunk_bytes: int, frozen_digest: str = "") -> Iterator[bytes]:
+        """The serialized chunks of this version: its own frames at the default size, else cut anew; the
+        frozen ones left out when `frozen_digest` is this version's."""
+        frames: Iterable[Frame] = self.frames
+        if chunk_bytes != DEFAULT_CHUNK_BYTES:
+            frames = build_frames(self.version, memoryview(self.blob), self.digest, chunk_bytes,
+                                  list(self.segments), self.frozen_digest)
+        if not self.frozen_digest or frozen_digest != self.frozen_digest:
+            return (frame.data for frame in frames)
+        return self._trainable(frames)
+
+    def _trainable(self, frames: Iterable[Frame]) -> Iterator[bytes]:
+        last_frozen = False
+        for frame in frames:
+            last_frozen = frame.frozen
+            if not frame.frozen:
+                yield frame.data
+        if last_frozen:  # the stream still ends with a chunk marked last
+            yield end_frame(self.version, self.total_bytes, self.digest, self.frozen_digest)
 
 
 class WeightStore:
-    """Holds the latest published version only; readers get an immutable snapshot (thread-safe)."""
+    """Holds the latest published version only; readers get an immutable snapshot (thread-safe).
 
-    def __init__(self) -> None:
+    Tensors under `frozen_prefix` (they never change) are the version's frozen tensors."""
+
+    def __init__(self, frozen_prefix: str | None = None) -> None:
+        self.frozen_prefix = frozen_prefix
         self._lock = threading.Lock()
         self._current: Published | None = None
 
     def publish(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
-        published = Published.of(version, serialize_state_dict(state_dict), len(state_dict))
+        prefix = self.frozen_prefix
+        frozen = [n for n in state_dict if prefix is not None and n.startswith(prefix)]
+        published = Published.of(version, serialize_state_dict(state_dict), len(state_dict), frozen=frozen,
+                                 frozen_digest=digest_of_frozen(state_dict, frozen) if frozen else "")
         with self._lock:
             if self._current is not None and version < self._current.version:
                 raise ValueError(

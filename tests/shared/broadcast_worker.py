@@ -1,6 +1,7 @@
 """A rollout worker's weight side as a process of its own, for the broadcast tests: the real `WeightSync` with a
-`BroadcastReceiver` over the hf backend. Prints one JSON line per swap: version, update counts by path, the served state
-dict's digest as the gRPC path computes it, and the missed-broadcast count."""
+`BroadcastReceiver` over the hf backend. Prints one JSON line per swap: version, update counts by path, the served
+state dict's digest as the gRPC path computes it, the missed-broadcast count, and the pulls that left the frozen
+tensors out."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ def main(weights_address: str, broadcast_json: str, model_path: str, worker_id: 
             print(json.dumps({"worker_id": worker_id, "version": served, "digest": digest,
                               "broadcast_updates": metrics.UPDATES.labels("broadcast")._value.get(),
                               "grpc_updates": metrics.UPDATES.labels("grpc")._value.get(),
-                              "missed": metrics.BROADCAST_MISSED._value.get()}), flush=True)
+                              "missed": metrics.BROADCAST_MISSED._value.get(),
+                              "trainable_pulls": metrics.PULLS.labels("trainable")._value.get(),
+                              "trainable_pull_bytes": metrics.PULL_BYTES.labels("trainable")._value.get()}), flush=True)
         time.sleep(0.02)
 
 

@@ -65,7 +65,7 @@ def learner(tiny_model_dir: Path) -> Iterator[tuple]:
     from shared.model.io import load_model
 
     sd = {k: v.clone() for k, v in load_model(tiny_model_dir).state_dict().items()}
-    store = WeightStore()
+    store = WeightStore(frozen_prefix=VISION)
     server = GrpcServer(lambda s: add_weight_service(s, store), host="127.0.0.1", port=0, grpc_cfg=GrpcConfig(),
                         security=SecurityConfig())
     server.start()
@@ -156,14 +156,16 @@ def test_broadcast_kill_join_and_miss(learner, tiny_model_dir: Path) -> None:
         for w in workers.values():
             assert w.serving(3)["digest"] == _digest(server.port)
 
-        # A worker that misses a broadcast (stopped past the join timeout) pulls it over gRPC and counts it.
+        # A worker that misses a broadcast (stopped past the join timeout) pulls it over gRPC and counts it; it holds
+        # the frozen tensors, so the pull carries the trainable bytes only.
         _wait_joined(hub, {"w1", "w2", "w3"})
         os.kill(workers["w3"].proc.pid, signal.SIGSTOP)
         r4 = _publish(hub, store, 4, _version(base, 4))
         os.kill(workers["w3"].proc.pid, signal.SIGCONT)
         assert "w3" not in r4.members and "w3" in r4.dropped
         got = workers["w3"].serving(4)
-        assert (got["digest"], got["missed"]) == (_digest(server.port), 1)
+        assert (got["digest"], got["missed"], got["trainable_pulls"]) == (_digest(server.port), 1, 1)
+        assert got["trainable_pull_bytes"] == store.snapshot().total_bytes - frozen_bytes
         assert workers["w1"].serving(4)["missed"] == 0
     finally:
         for w in workers.values():

@@ -91,7 +91,7 @@ def test_a_version_is_kept_as_its_frames_and_sent_as_they_are() -> None:
     published = Published.of(7, blob, len(sd))
     assert published.blob == blob and published.total_bytes == len(blob) and len(published.frames) == 3
     sent = list(published.frames_of(DEFAULT_CHUNK_BYTES))
-    assert all(a is b for a, b in zip(sent, published.frames, strict=True))  # no copy per stream
+    assert all(a is b.data for a, b in zip(sent, published.frames, strict=True))  # no copy per stream
     chunks = [parse_chunk_frame(f) for f in published.frames_of(1 << 20)]  # another size: cut anew
     assert [c.offset for c in chunks] == list(range(0, len(blob), 1 << 20)) and chunks[-1].last
     assert b"".join(c.data for c in chunks) == blob and {c.digest for c in chunks} == {published.digest}
@@ -251,14 +251,13 @@ def test_publish_during_a_pull_serves_one_whole_version(store: WeightStore) -> N
 def test_parse_chunk_frame_reads_what_protobuf_reads(store: WeightStore) -> None:
     snap = store.snapshot()
     big = weights_pb2.WeightChunk(policy_version=2**64 - 1, offset=2**63, data=b"\x00\xff" * 9, checksum=2**64 - 1,
-                                  last=True, total_bytes=18, digest="ab" * 16)
-    # an unknown (newer) field of every skippable wire type, before and after the known ones
-    unknown = b"\x40\x96\x01" + b"\x49" + bytes(8) + b"\x52\x02hi" + b"\x5d" + bytes(4)
+                                  last=True, total_bytes=18, digest="ab" * 16, frozen_digest="cd" * 16, frozen=True)
+    # an unknown (newer) field of every skippable wire type (numbers 100-103), before and after the known ones
+    unknown = b"\xa0\x06\x96\x01" + b"\xa9\x06" + bytes(8) + b"\xb2\x06\x02hi" + b"\xbd\x06" + bytes(4)
     frames = [*snap.frames_of(100), big.SerializeToString(), unknown + big.SerializeToString() + unknown, b""]
     for frame in frames:
         want, got = weights_pb2.WeightChunk.FromString(frame), parse_chunk_frame(frame)
-        assert (got.policy_version, got.offset, bytes(got.data), got.checksum, got.last, got.total_bytes, got.digest) == (
-            want.policy_version, want.offset, want.data, want.checksum, want.last, want.total_bytes, want.digest)
+        assert {**vars(got), "data": bytes(got.data)} == {name: getattr(want, name) for name in vars(got)}
     assert parse_chunk_frame(frames[1]).data.obj is frames[1]  # a view into the frame, not a copy
 
 

@@ -21,11 +21,13 @@ _FIELD = re.compile(r"^(\s*(?:repeated\s+|optional\s+)?[\w.]+\s+\w+\s*=\s*)(\d+)
 
 CHECK = r'''
 import numpy as np
+import torch
 from eureka.v1 import buffer_pb2, weights_pb2
 
 from services.buffer import put_wire
 from services.buffer.sampled import Sampled
 from shared.weights.frames import parse_chunk_frame
+from shared.weights.safetensors_io import serialize_state_dict
 from shared.weights.store import Published
 
 assert weights_pb2.__file__.startswith(GEN), weights_pb2.__file__
@@ -34,11 +36,18 @@ assert weights_pb2.WeightChunk.DESCRIPTOR.fields_by_name["data"].number == 3 + S
 blob = bytes(range(256)) * 9
 published = Published.of(7, blob, 1)
 assert published.blob == blob
-for frame in published.frames_of(1000):
+frozen = Published.of(7, serialize_state_dict({"a": torch.ones(300), "v.b": torch.zeros(300)}), 2, frozen=["v.b"],
+                      frozen_digest="ff" * 16)
+trainable = list(frozen.frames_of(1000, "ff" * 16))  # the frozen chunks left out, closed by an empty last chunk
+for frame in [*published.frames_of(1000), *frozen.frames_of(1000), *trainable]:
     want, got = weights_pb2.WeightChunk.FromString(frame), parse_chunk_frame(frame)
-    assert (got.policy_version, got.offset, bytes(got.data), got.checksum, got.last, got.total_bytes, got.digest) == (
-        want.policy_version, want.offset, want.data, want.checksum, want.last, want.total_bytes, want.digest), frame[:40]
-    assert want.data and want.policy_version == 7 and want.digest == published.digest
+    assert (got.policy_version, got.offset, bytes(got.data), got.checksum, got.last, got.total_bytes, got.digest,
+            got.frozen_digest, got.frozen) == (
+        want.policy_version, want.offset, want.data, want.checksum, want.last, want.total_bytes, want.digest,
+        want.frozen_digest, want.frozen), frame[:40]
+    assert want.policy_version == 7 and want.digest in (published.digest, frozen.digest)
+assert any(parse_chunk_frame(f).frozen for f in frozen.frames_of(1000)) and parse_chunk_frame(trainable[-1]).last
+assert weights_pb2.StreamWeightsRequest.DESCRIPTOR.fields_by_name["frozen_digest"].number == 3 + SHIFT
 
 group = buffer_pb2.TrajectoryGroup(group_id="p#1", prompt_id="p", attempt=1, samples=[
     buffer_pb2.Sample(response_token_ids=[5, 300, 70000], behaviour_logprobs=[-0.5, -1.0, -2.0], reward=1.0)])
