@@ -6,7 +6,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HELM_DIR := .tools/bin
 export PATH := $(CURDIR)/$(HELM_DIR):$(PATH)
 
-.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos chaos-scale bench bench-reward bench-buffer bench-rollout bench-weights bench-fanout bench-memory bench-async_vs_sync bench-demo bench-signatures bench-peer_trl bench-report bench-rollout_vllm clean
+.PHONY: setup apt venv proto helm demo test test-vllm test-slow chaos chaos-scale bench bench-reward bench-buffer bench-rollout bench-weights bench-fanout bench-memory bench-publish bench-async_vs_sync bench-demo bench-signatures bench-peer_trl bench-report bench-rollout_vllm clean
 
 setup: apt venv proto helm
 
@@ -79,7 +79,7 @@ CHAOS_SCALE := --rollout-backend vllm --rollout-vllm.gpu-memory-utilization 0.1 
 chaos-scale: setup $(VLLM_VENV)/.installed
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_PY) -m eureka_cli chaos $(CHAOS_SCALE) $(CHAOS_ARGS)
 
-BENCHES := reward buffer rollout weights fanout memory
+BENCHES := reward buffer rollout weights fanout memory publish
 bench: $(addprefix bench-,$(BENCHES))
 
 # A static pattern rule: make applies no implicit (`bench-%:`) rule to a .PHONY target, so that did nothing.

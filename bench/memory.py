@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,15 +45,16 @@ def _rss() -> int:
 
 
 class Peak:
-    """Highest RSS seen while running (a sampling thread)."""
+    """Highest value of `read` (RSS by default) seen while running (a sampling thread)."""
 
-    def __init__(self) -> None:
-        self.base, self.peak, self._stop = _rss(), 0, threading.Event()
+    def __init__(self, read: Callable[[], int] = _rss) -> None:
+        self.read = read
+        self.base, self.peak, self._stop = read(), 0, threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _rss())
+            self.peak = max(self.peak, self.read())
             time.sleep(0.001)
 
     def __enter__(self) -> "Peak":
@@ -62,7 +64,7 @@ class Peak:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join()
-        self.peak = max(self.peak, _rss())
+        self.peak = max(self.peak, self.read())
 
 
 def _model(size: str):

@@ -63,7 +63,7 @@ def run(cfg: LearnerConfig) -> int:
         log.info("resumed", step=step, policy_version=ckpt.policy_version, tag=tag, unacked=len(ckpt.entry_ids),
                  checkpoint_world_size=ckpt.world_size, world_size=cfg.world_size)
     r0 = start_rank0(cfg, ckpt, stop) if rank == 0 else None
-    publish(eng, r0, step)
+    publish(eng, r0, step, cfg.broadcast.bucket_bytes)
     if r0 is not None:
         r0.server.start()
         log.info("weight server up", port=r0.server.port, policy_version=step)
@@ -123,7 +123,7 @@ def _train(cfg: LearnerConfig, eng: Engine, r0: Rank0 | None, batch: RolloutBatc
     sums = train_step(eng, groups, cfg, step, control.rank, cfg.world_size, pad_id)
     reduced = reduce_sums(sums, control.group)
     seconds = time.monotonic() - start
-    publish(eng, r0, step + 1)
+    publish(eng, r0, step + 1, cfg.broadcast.bucket_bytes)
     if r0 is not None:
         r0.unacked += batch.entry_ids
         _record(cfg, groups, step, lr, sums, reduced, seconds, batch)

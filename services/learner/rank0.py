@@ -1,14 +1,16 @@
 """What only global rank 0 does: drive the buffer (sample, ack), serve and publish the weights, write the run dir.
 
 Two paths kept small on purpose: `next_batch` (the sample path: one SampleGroups round through the
-driver) and `publish` (a new weights version from the consolidated state dict into the store).
+driver) and `publish` (a new weights version to the broadcast and into the store).
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.learner import metrics, state
@@ -43,6 +45,7 @@ class Rank0:
     driver: BufferDriver
     store: WeightStore
     server: GrpcServer
+    weights_dir: Path  # the version files (ZeRO-3): the store keeps the latest one only
     hub: BroadcastHub | None = None  # when broadcast.enabled
     unacked: list[str] = field(default_factory=list)
 
@@ -74,18 +77,39 @@ def start_rank0(cfg: LearnerConfig, ckpt: state.Checkpoint | None, stop: threadi
     serve_metrics(cfg.metrics_port)
     state.repair_tail(cfg.run_dir / state.DROPPED_LOG)
     state.repair_tail(cfg.run_dir / state.METRICS_LOG)
-    return Rank0(driver, store, server, BroadcastHub(cfg.broadcast, frozen) if cfg.broadcast.enabled else None)
+    weights_dir = cfg.run_dir / "weights"
+    shutil.rmtree(weights_dir, ignore_errors=True)  # a previous run's files: never served again
+    weights_dir.mkdir(parents=True)
+    return Rank0(driver, store, server, weights_dir,
+                 BroadcastHub(cfg.broadcast, frozen) if cfg.broadcast.enabled else None)
 
 
-def publish(eng: Engine, r0: Rank0 | None, version: int) -> None:
-    """Every rank takes part in the gather (ZeRO-3); rank 0 stores the version its server streams."""
+def publish(eng: Engine, r0: Rank0 | None, version: int, bucket_bytes: int) -> None:
+    """Every rank takes part in the gather; rank 0 broadcasts the version, then stores it for its server.
+
+    Under ZeRO-3 the version is gathered `bucket_bytes` at a time into its file (`gather.py`), and the broadcast
+    and the store read it from the file's mapping: no full state dict on one host."""
     start = time.monotonic()
-    sd = eng.consolidated_state_dict()
-    if r0 is None:
-        return
+    if eng.zero_stage == 3:
+        from services.learner.gather import write_version
+        from shared.weights.safetensors_io import state_dict_from_buffer
+        from shared.weights.version_file import map_version
+
+        path = r0.weights_dir / f"v{version}.safetensors" if r0 is not None else None
+        digest = write_version(eng, path, version, bucket_bytes)
+        if r0 is None or path is None or digest is None:
+            return
+        sd = state_dict_from_buffer(map_version(path))  # views of the file's pages
+    else:
+        sd = eng.consolidated_state_dict()
+        if r0 is None:
+            return
     if r0.hub is not None:  # the joined workers first, then the gRPC store (what they would pull otherwise)
         r0.hub.send(version, sd)
-    r0.store.publish(version, sd)
+    if eng.zero_stage == 3:
+        r0.store.publish_file(version, path, digest)
+    else:
+        r0.store.publish(version, sd)
     metrics.POLICY_VERSION.set(version)
     metrics.PUBLISH_SECONDS.observe(time.monotonic() - start)
     log.info("weights published", policy_version=version, seconds=f"{time.monotonic() - start:.3f}")

@@ -1,4 +1,5 @@
-"""The learner's publish store: the latest version of its state dict, held as ready-to-send chunk frames.
+"""The learner's publish store: the latest version of its state dict, held as ready-to-send chunk frames, or as
+a version file (`version_file.py`) memory-mapped and cut into frames per stream.
 
 A version's frames keep frozen tensors (the vision tower, `frozen_prefix`) in chunks of their own, so a pull
 by a worker that already holds them (the same frozen digest) is sent the other chunks only.
@@ -9,21 +10,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.weights.frames import (
     DEFAULT_CHUNK_BYTES, Frame, build_frames, end_frame, parse_chunk_frame, version_digest,
 )
 from shared.weights.group import frozen_digest as digest_of_frozen
-from shared.weights.safetensors_io import entries, serialize_state_dict
+from shared.weights.safetensors_io import entries, serialize_state_dict, state_dict_from_buffer
+from shared.weights.version_file import map_version
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 Segment = tuple[int, int, bool]  # (start, end, frozen): a byte range of the blob
 
 
-def segments_of(blob: bytes, frozen: set[str]) -> list[Segment]:
+def segments_of(blob: bytes | np.ndarray, frozen: set[str]) -> list[Segment]:
     """The blob's byte ranges, each the bytes of frozen tensors only or none (the header is not frozen)."""
     import numpy as np
 
@@ -53,6 +57,7 @@ class Published:
     frames: tuple[Frame, ...] = field(repr=False)
     segments: tuple[Segment, ...] = field(repr=False)
     frozen_digest: str = ""  # of the frozen tensors (empty: none)
+    mapped: np.ndarray | None = field(default=None, repr=False)  # a version file's bytes (then `frames` is empty)
 
     @classmethod
     def of(cls, version: int, blob: bytes, num_tensors: int, digest: str | None = None,
@@ -64,9 +69,21 @@ class Published:
         frames = tuple(build_frames(version, memoryview(blob), digest, DEFAULT_CHUNK_BYTES, segments, frozen_digest))
         return cls(version, digest, num_tensors, len(blob), frames, tuple(segments), frozen_digest)
 
+    @classmethod
+    def of_file(cls, version: int, path: Path, digest: str, frozen_prefix: str | None) -> Published:
+        """A version file memory-mapped (its pages are the kernel's cache, not the process's memory)."""
+        mapped = map_version(path)
+        names = [e.name for e in entries(mapped)]
+        frozen = [n for n in names if frozen_prefix is not None and n.startswith(frozen_prefix)]
+        fd = digest_of_frozen(state_dict_from_buffer(mapped), frozen) if frozen else ""
+        segments = segments_of(mapped, set(frozen)) if fd else [(0, len(mapped), False)]
+        return cls(version, digest, len(names), len(mapped), (), tuple(segments), fd, mapped)
+
     @property
     def blob(self) -> bytes:
         """The whole serialized state dict, joined from the frames (a copy, for callers that need one piece)."""
+        if self.mapped is not None:
+            return self.mapped.tobytes()
         return b"".join(parse_chunk_frame(frame.data).data for frame in self.frames)
 
     @property
@@ -77,9 +94,9 @@ class Published:
         """The serialized chunks of this version: its own frames at the default size, else cut anew; the
         frozen ones left out when `frozen_digest` is this version's."""
         frames: Iterable[Frame] = self.frames
-        if chunk_bytes != DEFAULT_CHUNK_BYTES:
-            frames = build_frames(self.version, memoryview(self.blob), self.digest, chunk_bytes,
-                                  list(self.segments), self.frozen_digest)
+        if chunk_bytes != DEFAULT_CHUNK_BYTES or self.mapped is not None:
+            data = memoryview(self.mapped if self.mapped is not None else self.blob)
+            frames = build_frames(self.version, data, self.digest, chunk_bytes, list(self.segments), self.frozen_digest)
         if not self.frozen_digest or frozen_digest != self.frozen_digest:
             return (frame.data for frame in frames)
         return self._trainable(frames)
@@ -103,19 +120,30 @@ class WeightStore:
         self.frozen_prefix = frozen_prefix
         self._lock = threading.Lock()
         self._current: Published | None = None
+        self._path: Path | None = None  # the file of the current version, when it is one
 
     def publish(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
         prefix = self.frozen_prefix
         frozen = [n for n in state_dict if prefix is not None and n.startswith(prefix)]
-        published = Published.of(version, serialize_state_dict(state_dict), len(state_dict), frozen=frozen,
-                                 frozen_digest=digest_of_frozen(state_dict, frozen) if frozen else "")
+        self._replace(Published.of(version, serialize_state_dict(state_dict), len(state_dict), frozen=frozen,
+                                   frozen_digest=digest_of_frozen(state_dict, frozen) if frozen else ""))
+
+    def publish_file(self, version: int, path: Path, digest: str) -> None:
+        """Serve the version file at `path` (written by a `VersionWriter`, whose digest it has); the store owns it
+        from now on: the previous version's file is unlinked (streams still reading it keep their mapping)."""
+        self._replace(Published.of_file(version, path, digest, self.frozen_prefix), path)
+
+    def _replace(self, published: Published, path: Path | None = None) -> None:
         with self._lock:
-            if self._current is not None and version < self._current.version:
+            if self._current is not None and published.version < self._current.version:
                 raise ValueError(
-                    f"cannot publish version {version}: version {self._current.version} is already published;"
-                    " versions only go up"
+                    f"cannot publish version {published.version}: version {self._current.version} is already"
+                    " published; versions only go up"
                 )
             self._current = published  # the old frames are freed once no stream holds them
+            old, self._path = self._path, path
+        if old is not None and old != path:
+            old.unlink(missing_ok=True)
 
     def snapshot(self) -> Published | None:
         with self._lock:
