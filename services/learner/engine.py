@@ -129,7 +129,8 @@ class Engine:
             return image_features(self.model, inputs)
 
     def consolidated_state_dict(self) -> dict[str, Any] | None:
-        """The full state dict on rank 0 (None elsewhere). Under ZeRO-3 every rank must call this."""
+        """The full state dict on rank 0 (None elsewhere). Under ZeRO-3 every rank must call this; the learner
+        publishes bucket by bucket there instead (`gather.py`), checked against this and measured beside it."""
         if self.zero_stage != 3:
             return self.model.state_dict() if self.engine.global_rank == 0 else None
         sd = self.engine._zero3_consolidated_16bit_state_dict()  # noqa: SLF001 - DeepSpeed's gather API

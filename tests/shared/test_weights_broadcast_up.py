@@ -29,7 +29,8 @@ def _updates(url: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_up_with_broadcast_delivers_versions_by_broadcast(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("procs", "zero_stage"), [("1", "2"), ("2", "3")])  # ZeRO-3: sent from the version file
+def test_up_with_broadcast_delivers_versions_by_broadcast(tmp_path: Path, procs: str, zero_stage: str) -> None:
     from shared.model.io import make_random_tiny
 
     model = make_random_tiny(tmp_path / "tiny", seed=0)
@@ -38,8 +39,8 @@ def test_up_with_broadcast_delivers_versions_by_broadcast(tmp_path: Path) -> Non
     recipe = ["--recipe.filter-low", "0", "--recipe.filter-high", "1", "--recipe.rollout-batch-prompts", "2",
               "--recipe.n-samples", "2", "--recipe.mini-batches", "1", "--recipe.max-response-tokens", "8"]
     cmd = [sys.executable, "-m", "eureka_cli", "up", "--run-dir", str(run_dir), "--model-path", str(model),
-           "--steps", "4", "--eval-limit", "2", "--learner-procs", "1", "--rollout-workers", "2",
-           "--broadcast", "true", *recipe]
+           "--steps", "4", "--eval-limit", "2", "--learner-procs", procs, "--zero-stage", zero_stage,
+           "--rollout-workers", "2", "--broadcast", "true", *recipe]
     log = (tmp_path / "up.log").open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     seen: dict[str, dict[str, float]] = {}
