@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.learner.engine import VISION_PREFIX
+from shared.weights.version_file import spec_bytes
 
 if TYPE_CHECKING:
     from services.learner.engine import Engine
@@ -37,9 +38,7 @@ def buckets(specs: list[Spec], bucket_bytes: int) -> list[list[Spec]]:
     out: list[list[Spec]] = []
     size = 0
     for spec in specs:
-        nbytes = spec[1].itemsize
-        for d in spec[2]:
-            nbytes *= d
+        nbytes = spec_bytes(spec)
         if not out or size + nbytes > bucket_bytes:
             out.append([])
             size = 0

@@ -44,6 +44,11 @@ def segments_of(blob: bytes | np.ndarray, frozen: set[str]) -> list[Segment]:
     return out
 
 
+def frozen_names(names: Iterable[str], prefix: str | None) -> list[str]:
+    """The names under `prefix` (the frozen tensors; none without a prefix)."""
+    return [n for n in names if prefix is not None and n.startswith(prefix)]
+
+
 @dataclass(frozen=True)
 class Published:
     """One published version, held as its default-size chunks already serialized: a stream of the default
@@ -74,7 +79,7 @@ class Published:
         """A version file memory-mapped (its pages are the kernel's cache, not the process's memory)."""
         mapped = map_version(path)
         names = [e.name for e in entries(mapped)]
-        frozen = [n for n in names if frozen_prefix is not None and n.startswith(frozen_prefix)]
+        frozen = frozen_names(names, frozen_prefix)
         fd = digest_of_frozen(state_dict_from_buffer(mapped), frozen) if frozen else ""
         segments = segments_of(mapped, set(frozen)) if fd else [(0, len(mapped), False)]
         return cls(version, digest, len(names), len(mapped), (), tuple(segments), fd, mapped)
@@ -123,8 +128,7 @@ class WeightStore:
         self._path: Path | None = None  # the file of the current version, when it is one
 
     def publish(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
-        prefix = self.frozen_prefix
-        frozen = [n for n in state_dict if prefix is not None and n.startswith(prefix)]
+        frozen = frozen_names(state_dict, self.frozen_prefix)
         self._replace(Published.of(version, serialize_state_dict(state_dict), len(state_dict), frozen=frozen,
                                    frozen_digest=digest_of_frozen(state_dict, frozen) if frozen else ""))
 

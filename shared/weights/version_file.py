@@ -9,6 +9,7 @@ version's digest is the one the in-memory store gives the same tensors.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
 Spec = tuple[str, "torch.dtype", tuple[int, ...]]  # name, dtype, shape of one tensor
 
 
+def spec_bytes(spec: Spec) -> int:
+    """The bytes of one tensor of `spec`."""
+    return math.prod(spec[2]) * spec[1].itemsize
+
+
 def file_order(specs: list[Spec]) -> list[Spec]:
     """The order safetensors writes tensors in: larger dtypes first (their alignment), then by name."""
     return sorted(specs, key=lambda s: (-s[1].itemsize, s[0]))
@@ -33,10 +39,9 @@ def _header(order: list[Spec]) -> bytes:
 
     names = {dtype: name for name, dtype in _TYPES.items()}
     entries, pos = {}, 0
-    for name, dtype, shape in order:
-        size = dtype.itemsize
-        for d in shape:
-            size *= d
+    for spec in order:
+        name, dtype, shape = spec
+        size = spec_bytes(spec)
         entries[name] = {"dtype": names[dtype], "shape": list(shape), "data_offsets": [pos, pos + size]}
         pos += size
     text = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode()
