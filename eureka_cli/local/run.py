@@ -159,7 +159,8 @@ def start_services(sup: Supervisor, cfg: UpConfig, redis: RedisProc, token: str,
         "--world-size", str(cfg.learner_procs), "--zero-stage", str(cfg.zero_stage), "--total-steps", str(cfg.steps),
         "--checkpoint-every", str(cfg.checkpoint_every), "--buffer-address", f"127.0.0.1:{p['buffer']}",
         "--weights-port", str(p["weights"]), "--metrics-port", str(p["m_learner"]), "--mode", cfg.mode,
-        "--seed", str(cfg.seed), "--resume", json.dumps(cfg.resume), *recipe, *broadcast, *(learner_extra or [])), env)
+        "--seed", str(cfg.seed), "--resume", json.dumps(cfg.resume), *recipe, *broadcast, *(learner_extra or [])), env,
+        finishes=True)  # a short run may end before every worker answers its health check
     for i in range(cfg.rollout_workers):
         p[f"rollout{i}"], p[f"m_rollout{i}"] = free_port(), free_port()
         sup.start(f"rollout{i}", eureka_argv(

@@ -32,6 +32,7 @@ class Managed:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     expected_exit: bool = False
+    finishes: bool = False  # ends on its own when its work is done: exit 0 is not a death
     started_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -54,11 +55,13 @@ class Supervisor:
         self.base_env = {**os.environ, **(base_env or {})}
         self.procs: dict[str, Managed] = {}
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, *, exits: bool = False) -> Managed:
-        """Start `argv` as `name` (a re-start reuses the name's argv when argv is empty)."""
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, *, exits: bool = False,
+              finishes: bool | None = None) -> Managed:
+        """Start `argv` as `name` (a re-start reuses the name's argv, env and `finishes` when not given)."""
         old = self.procs.get(name)
         m = Managed(name, argv or (old.argv if old else []), {**self.base_env, **(env or (old.env if old else {}))},
-                    self.log_dir / f"{name}.log", expected_exit=exits)
+                    self.log_dir / f"{name}.log", expected_exit=exits,
+                    finishes=(old.finishes if old else False) if finishes is None else finishes)
         if old is not None:
             m.restarts = old.restarts + 1
         logf = open(m.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
@@ -74,9 +77,12 @@ class Supervisor:
             os.killpg(m.proc.pid, sig)  # type: ignore[union-attr]
 
     def check(self) -> None:
-        """Raise ProcessDied naming the log when a long-running process has exited."""
+        """Raise ProcessDied naming the log when a long-running process has exited (one that `finishes`: with
+        a code other than 0)."""
         for m in self.procs.values():
-            if m.proc is not None and not m.expected_exit and m.proc.poll() is not None:
+            if m.proc is None or m.expected_exit or m.proc.poll() is None:
+                continue
+            if not (m.finishes and m.proc.returncode == 0):
                 raise ProcessDied(
                     f"{m.name} exited with code {m.proc.returncode}; its log {m.log_path} ends with:\n{m.tail()}"
                 )
