@@ -1,5 +1,5 @@
 """Reflection in responses: the reflection-word rate (the "aha moment" signal), the style of a response
-(direct, step, checked, fixed) and effective reflection (a check that turned a wrong value right)."""
+(direct, step, checked, fixed) and effective reflection (a fix that turned a wrong value right)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def reflection_rate(texts: list[str]) -> float:
 STYLES = ("direct", "step", "checked", "fixed")
 _EQUATION = re.compile(r"\d\s*[-+×x*/÷]\s*\d+\s*=\s*\d")
 _FIX = re.compile(r"\bwait\b|\bi made a mistake\b|\bon second thought\b", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_STATED = re.compile(r"(\d+(?:\s*[-+×x*/÷]\s*\d+)+)\s*=\s*(-?\d+(?:\.\d+)?)")  # left side, result
 
 
 def response_style(text: str) -> str:
@@ -53,14 +53,23 @@ def style_shares(texts: list[str]) -> dict[str, float]:
     return {s: (styles.count(s) / len(styles) if styles else 0.0) for s in STYLES}
 
 
-def is_effective_reflection(text: str, answer: str, correct: bool) -> bool:
-    """A reflection that turned a wrong intermediate into the right answer: the response is correct, and
-    the last equation result written before its first reflective phrase is not the final answer."""
-    m = _REFLECTION.search(text)
-    if not correct or m is None:
+def is_effective_reflection(text: str, correct: bool) -> bool:
+    """A reflection that turned a wrong value right: the response is correct, and the first equation after a
+    fix phrase ("Wait, ...") gives another result than the first equation before it with the same left side
+    (the value the fix replaced). A fix of a check that slipped while the value was right is not effective."""
+    if not correct:
         return False
-    before = [e.group() for e in re.finditer(r"=\s*-?\d+(?:\.\d+)?", text[: m.start()])]
-    if not before:
-        return False
-    final = _NUMBER.findall(answer)
-    return bool(final) and _NUMBER.findall(before[-1])[-1] != final[-1]
+    for fix in _FIX.finditer(text):
+        after = _STATED.search(text, fix.end())
+        if after is None:
+            continue
+        lhs, result = _spaceless(after.group(1)), after.group(2)
+        earlier = next((m.group(2) for m in _STATED.finditer(text, 0, fix.start()) if _spaceless(m.group(1)) == lhs),
+                       result)
+        if earlier != result:
+            return True
+    return False
+
+
+def _spaceless(expr: str) -> str:
+    return re.sub(r"\s+", "", expr)

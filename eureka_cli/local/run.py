@@ -130,6 +130,7 @@ def evaluate(sup: Supervisor, name: str, model: Path, data: Path, cfg: UpConfig,
                                     "--greedy", "--mode", cfg.recipe.reward_mode, "--prompt",
                                     prompt or cfg.recipe.reward_mode, "--max-new-tokens",
                                     str(cfg.recipe.max_response_tokens), "--out", str(out),
+                                    "--pretrain-min-think-chars", str(cfg.pretrain_min_think_chars),
                                     *(_system_prompt_flag(cfg) if (prompt or cfg.recipe.reward_mode) == "instruct" else [])),
                   exits=True)
         if sup.wait(name) != 0 or not out.exists():

@@ -53,9 +53,7 @@ def batch_stats(groups: list[buffer_pb2.TrajectoryGroup], version: int) -> dict[
         "format": sum(s.format for s in samples) / n,
         "response_tokens": sum(len(s.response_token_ids) for s in samples) / n,
         "reflection_rate": reflection_rate([s.response_text for s in samples]),
-        # the answer is the response's own last number: close enough for a training curve (eval scores exactly)
-        "effective_reflection": sum(is_effective_reflection(s.response_text, s.response_text, s.accuracy > 0)
-                                    for s in samples) / n,
+        "effective_reflection": sum(is_effective_reflection(s.response_text, s.accuracy > 0) for s in samples) / n,
         "styles": style_shares([s.response_text for s in samples]),
         "samples": len(samples),
         "staleness": staleness,

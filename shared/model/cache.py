@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from shared.model.pretrain import RECIPE_FILE, BaseRecipe, build_base
+from shared.model.multistep import REVISION
 from shared.model.synthetic import GENERATOR_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,8 +25,10 @@ def base_model_dir(recipe: BaseRecipe | None = None) -> Path:
 
 
 def synthetic_dir(seed: int, version: int | None = None) -> Path:
-    """The cached synthetic data of a seed; the generator version is in the name, so stale data is never reused."""
-    return cache_root() / f"synthetic-v{version or GENERATOR_VERSION}-seed{seed}"
+    """The cached synthetic data of a seed; the generator version (and version 3's revision) is in the name, so
+    stale data is never reused."""
+    v = version or GENERATOR_VERSION
+    return cache_root() / f"synthetic-v{v}{f'r{REVISION}' if v == 3 else ''}-seed{seed}"
 
 
 def base_is_current(path: Path | None = None, recipe: BaseRecipe | None = None) -> bool:

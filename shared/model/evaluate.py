@@ -47,6 +47,10 @@ class EvalSettings(EurekaSettings):
     seed: int = Field(0, ge=0)
     out: Path | None = Field(None, description="also write the JSON report here")
     reward_target: str = Field("", description="host:port of a running reward service (empty: start one)")
+    pretrain_min_think_chars: int = Field(
+        300, ge=0, description="the started reward service's pretrained-format floor on the think section "
+        "(as `eureka reward serve`'s; `eureka up` passes its own)"
+    )
     threads: int = Field(1, ge=1, description="torch CPU threads")
     backend: Literal["hf", "vllm"] = Field("hf", description="hf = transformers generate; vllm = the vLLM engine")
     device: str | None = Field(
@@ -82,8 +86,9 @@ def check_vllm_device(device: str | None, platform: str) -> None:
 
 
 @contextlib.contextmanager
-def reward_channel(target: str = "") -> Iterator[Any]:
-    """A gRPC channel to the reward service: `target`, or a subprocess `eureka reward serve` on free ports."""
+def reward_channel(target: str = "", min_think_chars: int = 300) -> Iterator[Any]:
+    """A gRPC channel to the reward service: `target`, or a subprocess `eureka reward serve` on free ports
+    (with `min_think_chars` as its pretrained-format floor)."""
     from shared.config import GrpcConfig, SecurityConfig
     from shared.grpc_client import create_channel, wait_serving
     from shared.redis_proc import free_port
@@ -92,7 +97,8 @@ def reward_channel(target: str = "") -> Iterator[Any]:
     if not target:
         port = free_port()
         cmd = [sys.executable, "-m", "eureka_cli", "reward", "serve", "--grpc-port", str(port),
-               "--http-port", str(free_port()), "--metrics-port", "0", "--workers", "1"]
+               "--http-port", str(free_port()), "--metrics-port", "0", "--workers", "1",
+               "--pretrain-min-think-chars", str(min_think_chars)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         target = f"127.0.0.1:{port}"
     channel = create_channel(target, GrpcConfig(), SecurityConfig())
@@ -205,7 +211,7 @@ def summarize(rows: list[dict[str, Any]], samples: int) -> dict[str, Any]:
             "format": sum(r["format"] for r in rs) / len(rs),
             "mean_length": sum(r["length"] for r in rs) / len(rs),
             "reflection_rate": reflection_rate([r["text"] for r in rs]),
-            "effective_reflection": sum(is_effective_reflection(r["text"], r["extracted"], r["accuracy"] > 0)
+            "effective_reflection": sum(is_effective_reflection(r["text"], r["accuracy"] > 0)
                                         for r in rs) / len(rs),
             "styles": _by_style(rs),
         }
@@ -269,7 +275,7 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict[str, Any]:
             for rec, responses in zip(chunk, outputs, strict=True):
                 generated.extend((rec, ids, tok.decode(ids, skip_special_tokens=True)) for ids in responses)
             bar.update(len(chunk))
-    with reward_channel(cfg.reward_target) as channel:
+    with reward_channel(cfg.reward_target, cfg.pretrain_min_think_chars) as channel:
         results = score(channel, [(text, rec.answer) for rec, _, text in generated], mode)
     rows = [
         {"id": rec.id, "task": rec.task, "difficulty": rec.difficulty, "accuracy": res.accuracy, "format": res.format,

@@ -28,14 +28,14 @@ from shared.model.styles import NO_CHECKS, StyleMix
 
 RECIPE_FILE = "recipe.sha256"  # in a built base: the digest of the recipe that built it
 
-CORPUS_VERSION = 6  # bump when corpus.py, styles.py or the generators change what documents look like
+CORPUS_VERSION = 9  # bump when corpus.py, styles.py, the generators or make_batch change what the base learns
 
 
 class BaseRecipe(StrictModel):
     """How the tiny base is built (its digest keys the cache)."""
 
     seed: int = Field(0, ge=0)
-    steps: int | None = Field(None, ge=1, description="optimizer steps (default: 1800 for world 2, 1000 for world 3)")
+    steps: int | None = Field(None, ge=1, description="optimizer steps (default: 1800 for world 2, 1600 for world 3)")
     batch_size: int = Field(8, ge=1, description="documents per step (small: optimizer steps matter more than batch)")
     lr: float = Field(4e-3, gt=0)
     warmup_steps: int = Field(60, ge=0)
@@ -52,7 +52,7 @@ class BaseRecipe(StrictModel):
     @model_validator(mode="after")
     def _defaults(self) -> BaseRecipe:
         if self.steps is None:
-            self.steps = 1800 if self.world == 2 else 1000
+            self.steps = 1800 if self.world == 2 else 1600
         if self.corpus == "plain" and self.world == 2:
             raise ValueError("the plain corpus (the pretrained-mode base) is written for world 3; pass world=3")
         return self
@@ -89,8 +89,9 @@ def make_batch(problems: list[Any], rng: random.Random, tokenizer: Any, mix: Cor
 
     from shared.model.corpus import choose_style, render_document
     from shared.model.images import image_token_count, preprocess_images
+    from shared.model.prompts import mm_token_type_ids
 
-    from shared.model.styles import render_v3_document
+    from shared.model.styles import Document, render_v3_document
 
     pixel_values, grid = preprocess_images([p.image for p in problems])
     counts = image_token_count(grid)
@@ -98,19 +99,37 @@ def make_batch(problems: list[Any], rng: random.Random, tokenizer: Any, mix: Cor
     style = choose_style(rng, mix) if isinstance(mix, CorpusMix) else ""
     for p, n in zip(problems, counts):
         if isinstance(mix, StyleMix):
-            prompt, response = render_v3_document(p, rng, n, mix, plain)
+            doc = render_v3_document(p, rng, n, mix, plain)
         else:
-            prompt, response = render_document(p, rng, n, mix, style)
-        rows.append((tokenizer(prompt, add_special_tokens=False)["input_ids"], tokenizer(response, add_special_tokens=False)["input_ids"]))
-    width = max(len(a) + len(b) for a, b in rows)
+            doc = Document(*render_document(p, rng, n, mix, style))
+        rows.append((tokenizer(doc.prompt, add_special_tokens=False)["input_ids"], *response_labels(tokenizer, doc)))
+    width = max(len(a) + len(b) for a, b, _ in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (a, b) in enumerate(rows):
+    for i, (a, b, target) in enumerate(rows):
         ids[i, : len(a) + len(b)] = torch.tensor(a + b)
-        labels[i, len(a) : len(a) + len(b)] = torch.tensor(b)
+        labels[i, len(a) : len(a) + len(b)] = torch.tensor(target)
         mask[i, : len(a) + len(b)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixel_values, "image_grid_thw": grid}
+    # M-RoPE positions, as the rollout, the learner and evaluation compute them (shared.model.prompts)
+    image_token = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixel_values,
+            "image_grid_thw": grid, "mm_token_type_ids": mm_token_type_ids(ids, image_token)}
+
+
+def response_labels(tokenizer: Any, doc: Any) -> tuple[list[int], list[int]]:
+    """The response's token ids and its labels: the ids, with -100 over `doc.untrained`'s spans (each tokenized
+    in place: a span starts at a space, where the pre-tokenizer splits anyway)."""
+    ids: list[int] = []
+    labels: list[int] = []
+    at = 0
+    for start, end in (*doc.untrained, (len(doc.response), len(doc.response))):
+        for piece, trained in ((doc.response[at:start], True), (doc.response[start:end], False)):
+            piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+            ids += piece_ids
+            labels += piece_ids if trained else [-100] * len(piece_ids)
+        at = end
+    return ids, labels
 
 
 def null_background(model: Any) -> None:

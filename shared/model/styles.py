@@ -1,24 +1,25 @@
-"""Corpus version 6 (the v3 world): every solution style under the same prompt, all final answers correct.
+"""Corpus version 9 (the v3 world): every solution style under the same prompt, all final answers correct.
 
 Styles of the think section (docs/MODEL.md gives the shares and why):
-- `direct`: "Quick answer: 10." (short; right on easy items, a guess on hard ones);
-- `step`: "Step by step: <reads> 3 + 5 = 8. 8 + 2 = 10." (`sum` reads one digit per step: "then 2: 8 + 2 = 10.");
-- `checked`: the reads and steps, then "Let me check:" and the reads and steps again, from the image,
-  then "It matches: 10.";
-- `slip`: a first pass with a slip carried onwards (a misread digit or a wrong sum), the second pass
-  disagreeing ("That gives 10, not 11."), then "Wait, let me re-check." and a third pass, right.
+- `direct`: "Quick answer: 11." (short; right on easy items, a guess on hard ones);
+- `step`: "Step by step: The number is 2. 3 left. 2 + 3 = 5, 2 left. 5 + 3 = 8, 1 left. 8 + 3 = 11, 0 left.";
+- `checked`: the steps, then "Let me check:", a second pass from the image, and "It matches.";
+- `slip`: two passes that disagree (a slip carried onwards in the first or in the check, "That gives 11, not
+  10."), then "Wait, let me re-check." and a third pass, right. The slipped pass is not trained on.
+Every style's answer is the last result written just before it.
 The checked and slip styles open alike ("Work, then check:"), so a sampled slip the model notices in
-its own check is fixed, and checking pays off in the base's own samples. Prompts: the instruct system
-prompt with the think/answer layout, the chat with the `\\boxed{}` suffix, or (the pretrained-mode base,
-no chat data) plain text with or without the R1-zero template.
+its own check is fixed (the gate in tests/model/test_eval.py measures whether checking pays).
+Prompts: the instruct system prompt with the think/answer layout, the chat with the `\\boxed{}` suffix, or
+(the pretrained-mode base, no chat data) plain text with or without the R1-zero template.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from shared.model.multistep import DIGIT_MAX, Chain, ChainProblem
+from shared.model.multistep import Chain, ChainProblem
 
 STYLES_V3 = ("direct", "step", "checked", "slip")
 OPENERS = {"direct": "Quick answer:", "step": "Step by step:", "checked": "Work, then check:", "slip": "Work, then check:"}
@@ -28,10 +29,10 @@ OPENERS = {"direct": "Quick answer:", "step": "Step by step:", "checked": "Work,
 class StyleMix:
     """Shares of the solution styles (direct is the plurality: greedy decoding of the base answers directly)."""
 
-    direct: float = 0.45
-    step: float = 0.30
-    checked: float = 0.18
-    slip: float = 0.07
+    direct: float = 0.40
+    step: float = 0.15
+    checked: float = 0.25
+    slip: float = 0.20
     boxed: float = 0.20  # chat corpus: share under the \\boxed{} prompt (the rest: the instruct prompt, tagged)
     template: float = 0.50  # plain corpus: share under the R1-zero template (the rest: the bare question)
     tagged: float = 0.50  # plain corpus, under the template: share in the think/answer layout
@@ -45,56 +46,85 @@ class StyleMix:
         return "step"
 
 
-NO_CHECKS = StyleMix(direct=0.55, step=0.45, checked=0.0, slip=0.0)  # the ablation's corpus
+NO_CHECKS = StyleMix(direct=0.55, step=0.45, checked=0.0, slip=0.0)  # the ablation's corpus: direct stays the plurality
 
 
-def _slip(rng: random.Random, chain: Chain) -> tuple[str, int]:
-    """A first pass gone wrong, and its result: a misread operand (one-read-per-step chains, half the time)
-    or an arithmetic slip, carried onwards."""
-    at = rng.randrange(len(chain.ops))
-    if chain.step_read and rng.random() < 0.5:
-        x = chain.ops[at][1]
-        wrong = chain.misread(at, rng.choice([d for d in (-1, 1) if 1 <= x + d <= DIGIT_MAX]))
-        return wrong.text(), wrong.result
-    value = chain.values()[at + 1]
-    d = rng.choice([d for d in (-2, -1, 1, 2) if value + d >= 0])
-    return chain.text(at, d), chain.values(at, d)[-1]
+def _checked_steps(c: Chain, rng: random.Random, slip_at: int | None) -> list[tuple[str, bool]]:
+    """The steps of a pass that checks each sum as it goes (`7 + 2 = 9, let me check: 7 + 2 = 9. 2 left.`). At
+    `slip_at`, the sum or its check (half the time each) is off by 1 or 2 (not trained on); the two disagree,
+    so "Wait, let me re-check:" computes the sum a third time, right, and the pass goes on from it."""
+    parts: list[tuple[str, bool]] = []
+    values = c.values()
+    for i in range(c.times):
+        a, b, left = values[i], values[i + 1], c.times - 1 - i
+        total = f" {a} + {c.x} ="
+        if i != slip_at:
+            parts.append((f"{total} {b}, let me check:{total} {b}. {left} left.", True))
+            continue
+        wrong = b + rng.choice([d for d in (-2, -1, 1, 2) if b + d >= 0])
+        fix = f". Wait, let me re-check:{total} {b}. {left} left."
+        if rng.random() < 0.5:
+            parts += [(total, True), (f" {wrong}", False), (f", let me check:{total} {b}{fix}", True)]
+        else:
+            parts += [(f"{total} {b}, let me check:{total}", True), (f" {wrong}", False), (fix, True)]
+    return parts
+
+
+def solution_parts(p: ChainProblem, style: str, rng: random.Random) -> list[tuple[str, bool]]:
+    """The think text of `p` in `style`, as (piece, trained) pieces. The checked styles check every sum right
+    after writing it; a slip (one sum or one check off) is noticed where it happens and fixed by a third
+    computation. The slipped number is not trained on (`trained` False): the base learns to notice and fix a
+    slip, not to make one (retry data with the error masked, Ye et al. 2024)."""
+    c = p.chain
+    if style == "direct":
+        return [(f"{OPENERS['direct']} {p.answer}.", True)]
+    if style == "step":
+        return [(f"{OPENERS['step']} {c.text()}", True)]
+    head = (f"{OPENERS[style]} {' '.join(c.reads)} {c.times} left.", True)
+    return [head, *_checked_steps(c, rng, rng.randrange(c.times) if style == "slip" else None)]
 
 
 def solution(p: ChainProblem, style: str, rng: random.Random) -> str:
-    """The think text of `p` in `style`. The check is a second pass from the image (reads and steps
-    again), so it catches a slip of the first pass, a misread included."""
-    c = p.chain
-    if style == "direct":
-        return f"{OPENERS['direct']} {p.answer}."
-    right = c.text()
-    if style == "step":
-        return f"{OPENERS['step']} {right}"
-    if style == "checked":
-        return f"{OPENERS['checked']} {right} Let me check: {right} It matches: {p.answer}."
-    wrong, got = _slip(rng, c)
-    return (f"{OPENERS['slip']} {wrong} Let me check: {right} That gives {p.answer}, not {got}. "
-            f"Wait, let me re-check. {right}")
+    """The think text of `p` in `style` (solution_parts joined)."""
+    return "".join(piece for piece, _ in solution_parts(p, style, rng))
+
+
+class Document(NamedTuple):
+    """One corpus document: the prompt, the response (with its stop token) and the character spans of the
+    response that are not trained on (each a number after a space: it tokenizes alike alone and in place)."""
+
+    prompt: str
+    response: str
+    untrained: tuple[tuple[int, int], ...] = ()
 
 
 def render_v3_document(p: ChainProblem, rng: random.Random, image_tokens: int, mix: StyleMix, plain: bool
-                       ) -> tuple[str, str]:
-    """(prompt text, response text with its stop token) for one problem of the chat or the plain corpus."""
+                       ) -> Document:
+    """One document of the chat or the plain corpus for `p`."""
     from shared.model.prompts import INSTRUCT_SYSTEM_PROMPT, render_prompt
     from shared.model.synthetic import problem_messages
 
     messages = problem_messages(p, "")
-    body = solution(p, mix.pick(rng), rng)
-    boxed_end = f"{body} The answer is \\boxed{{{p.answer}}}."
+    parts = solution_parts(p, mix.pick(rng), rng)
+    body = "".join(piece for piece, _ in parts)
+
+    def doc(prompt: str, before: str, after: str) -> Document:
+        spans, at = [], len(before)
+        for piece, trained in parts:
+            if not trained:
+                spans.append((at, at + len(piece)))
+            at += len(piece)
+        return Document(prompt, before + body + after, tuple(spans))
+
+    boxed_end = f" The answer is \\boxed{{{p.answer}}}."
     if plain:
         if rng.random() < mix.template:
             prompt = render_prompt(messages, [image_tokens], "pretrained")
-            tagged = rng.random() < mix.tagged
-            response = f"<think>{body}</think><answer>\\boxed{{{p.answer}}}</answer>" if tagged else boxed_end
-        else:
-            prompt, response = render_prompt(messages, [image_tokens], "question"), boxed_end
-        return prompt, response + "<|endoftext|>"
+            if rng.random() < mix.tagged:
+                return doc(prompt, "<think>", f"</think><answer>\\boxed{{{p.answer}}}</answer><|endoftext|>")
+            return doc(prompt, "", boxed_end + "<|endoftext|>")
+        return doc(render_prompt(messages, [image_tokens], "question"), "", boxed_end + "<|endoftext|>")
     if rng.random() < mix.boxed:
-        return render_prompt(messages, [image_tokens], "boxed"), boxed_end + "<|im_end|>"
+        return doc(render_prompt(messages, [image_tokens], "boxed"), "", boxed_end + "<|im_end|>")
     prompt = render_prompt(messages, [image_tokens], "instruct", INSTRUCT_SYSTEM_PROMPT)
-    return prompt, f"<think>{body}</think><answer>{p.answer}</answer><|im_end|>"
+    return doc(prompt, "<think>", f"</think><answer>{p.answer}</answer><|im_end|>")
