@@ -42,6 +42,7 @@ class ChaosConfig(UpConfig):
     run_dir: Path | None = Field(None, description="where the run, its logs, chaos.json and chaos.md go (must be new; "
                                  "default: a new runs/chaos-<UTC time>)")
     steps: int = Field(30, ge=2)
+    world: Literal[2, 3] = Field(2, description="small-world generator (2: short answers, so a faulted run is quick)")
     checkpoint_every: int = Field(3, ge=1)
     eval_limit: int = Field(120, ge=1)
     redis_fsync: Literal["everysec", "always"] = "always"

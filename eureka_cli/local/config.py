@@ -5,19 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from services.rollout.config import VllmConfig
 from shared.config import EurekaSettings, RecipeConfig
+from shared.model.multistep import RESPONSE_TOKENS
 from shared.model.prompts import INSTRUCT_SYSTEM_PROMPT
 
-# The small world (CPU demo): the design's recipe with sizes a 2-core machine finishes in minutes.
+# The small world (CPU demo, world 3): the design's recipe with sizes a 2-core machine finishes in minutes.
 # lr is far above MM-Eureka's 1e-6 because the tiny base is a few million parameters trained from scratch.
 SMALL_WORLD_RECIPE = RecipeConfig(
     n_samples=8,
     rollout_batch_prompts=8,
     max_prompt_tokens=1024,
-    max_response_tokens=64,
+    max_response_tokens=RESPONSE_TOKENS,  # the longest slip-then-fix solution fits
     lr=2e-4,
     min_lr=2e-5,
     max_staleness=4,
@@ -51,18 +52,35 @@ class UpConfig(EurekaSettings):
     start_timeout_s: float = Field(180.0, gt=0, description="how long every service gets to answer its health check")
     seed: int = 0
     world: Literal[2, 3] = Field(
-        2, description="small-world generator: 2 (default) or 3 (multi-step; pretrained mode needs it)"
+        3, description="small-world generator: 3 (multi-step, the default) or 2 (one read; instruct mode only)"
     )
     pretrain_min_think_chars: int = Field(
         0, ge=0, description="reward's pretrained-format floor on the think section (the small world's are short)"
     )
-    recipe: RecipeConfig = SMALL_WORLD_RECIPE
+    recipe: RecipeConfig = Field(SMALL_WORLD_RECIPE, validate_default=True)
 
     @field_validator("recipe", mode="before")
     @classmethod
-    def _over_small_world(cls, value: Any) -> Any:
+    def _over_small_world(cls, value: Any, info: ValidationInfo) -> Any:
         """A `--recipe.X` flag (or `EUREKA_RECIPE__X`, or a YAML `recipe:` key) changes X of the small-world
-        recipe; the other fields stay the small world's, not RecipeConfig's defaults."""
+        recipe of the run's world; the other fields stay the small world's, not RecipeConfig's defaults."""
+        world = small_world_recipe(info.data.get("world", 3))
         if isinstance(value, dict):
-            return {**SMALL_WORLD_RECIPE.model_dump(exclude_unset=True), **value}
-        return value
+            return {**world.model_dump(exclude_unset=True), **value}
+        return world if value == SMALL_WORLD_RECIPE else value  # the default (pydantic hands over a copy)
+
+    @model_validator(mode="after")
+    def _pretrained_needs_world_3(self) -> UpConfig:
+        if self.recipe.reward_mode == "pretrained" and self.world != 3:
+            raise ValueError("pretrained mode trains the world-3 base pretrained without chat data; drop --world 2")
+        return self
+
+
+def small_world_recipe(world: int) -> RecipeConfig:
+    """The small-world recipe of a world: world 2's answers are short (64 tokens)."""
+    if world == 2:
+        return SMALL_WORLD_RECIPE.model_copy(update={"max_response_tokens": WORLD_2_RESPONSE_TOKENS})
+    return SMALL_WORLD_RECIPE
+
+
+WORLD_2_RESPONSE_TOKENS = 64

@@ -34,7 +34,8 @@ def run_up_and_query_panels(tmp_path: Path) -> list[str]:
     run_dir = tmp_path / "run"
     # `eureka up` writes every metrics endpoint (free ports) to run_dir/prometheus_targets.json (file_sd format).
     targets = run_dir / "prometheus_targets.json"
-    args = ["up", "--run-dir", str(run_dir), "--steps", str(STEPS), "--eval-limit", "8", "--learner-procs", "1"]
+    args = ["up", "--run-dir", str(run_dir), "--steps", str(STEPS), "--eval-limit", "8", "--learner-procs", "1",
+            "--world", "2"]
     up = start_eureka(args, {}, tmp_path / "up.log")
     try:
         with prometheus(tmp_path / "prom", file_sd=targets) as url:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from eureka_cli.local.config import SMALL_WORLD_RECIPE, UpConfig
+from eureka_cli.local.config import SMALL_WORLD_RECIPE, WORLD_2_RESPONSE_TOKENS, UpConfig
 from eureka_cli.main import build_parser
 from shared.config import RecipeConfig, load_settings, nest_overrides, parse_flag_value
+from shared.model.multistep import RESPONSE_TOKENS
 
 
 def _from_flags(*argv: str) -> UpConfig:
@@ -36,6 +37,22 @@ def test_one_flag_overrides_only_its_field() -> None:
     _assert_only(_from_flags("--recipe.max-response-tokens", "128"), max_response_tokens=128)
     _assert_only(_from_flags("--recipe.reward-mode", "pretrained", "--recipe.lr", "1e-3"),
                  reward_mode="pretrained", lr=1e-3)
+
+
+def test_world_2_answers_in_its_shorter_responses_unless_the_recipe_says_otherwise() -> None:
+    assert SMALL_WORLD_RECIPE.max_response_tokens == RESPONSE_TOKENS and UpConfig().world == 3
+    _assert_only(load_settings(UpConfig, None, "up", world=2), max_response_tokens=WORLD_2_RESPONSE_TOKENS)
+    _assert_only(load_settings(UpConfig, None, "up", world=2, recipe={"lr": 1e-3}),
+                 max_response_tokens=WORLD_2_RESPONSE_TOKENS, lr=1e-3)
+    _assert_only(load_settings(UpConfig, None, "up", world=2, recipe={"max_response_tokens": 100}),
+                 max_response_tokens=100)
+    _assert_only(load_settings(UpConfig, None, "up", world=3, recipe={"max_response_tokens": 64}),
+                 max_response_tokens=64)  # a length the user sets is kept, whatever the world
+
+
+def test_pretrained_mode_on_world_2_is_refused_with_a_sentence() -> None:
+    with pytest.raises(ValueError, match="drop --world 2"):
+        load_settings(UpConfig, None, "up", world=2, recipe={"reward_mode": "pretrained"})
 
 
 def test_no_flag_keeps_the_small_world_recipe() -> None:

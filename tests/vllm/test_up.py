@@ -24,7 +24,7 @@ def test_up_with_vllm_workers_trains_and_the_final_model_evaluates_through_vllm(
     mark = uuid.uuid4().hex
     run_dir = tmp_path / "run"
     env = {**os.environ, MARK: mark}
-    cmd = [sys.executable, "-m", "eureka_cli", "up", "--run-dir", str(run_dir), "--steps", str(STEPS),
+    cmd = [sys.executable, "-m", "eureka_cli", "up", "--run-dir", str(run_dir), "--steps", str(STEPS), "--world", "2",
            "--eval-limit", "4", "--learner-procs", "1", "--rollout-workers", "1", "--model-path", str(tiny_vllm_path),
            "--rollout-backend", "vllm", "--rollout-vllm.gpu-memory-utilization", "0.1",
            "--rollout-vllm.enforce-eager", "true"]
