@@ -20,7 +20,7 @@ from shared.model.drawing import GRID, SIZE, cell_box, text_font
 FAMILIES_V3 = ("repeat",)
 DIFFICULTIES = (1, 2, 3, 4)  # the number of steps
 AMOUNTS = (2, 9)  # the amount added at each step, inclusive
-RESPONSE_TOKENS = 320  # max_response_tokens of a version-3 run: the longest slip-then-fix solution fits
+RESPONSE_TOKENS = 384  # max_response_tokens of a version-3 run: the longest slip-then-fix solution fits
 REVISION = 3  # of the version-3 generator: part of the cached data folder's name (shared/model/cache.py)
 
 

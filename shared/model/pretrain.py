@@ -28,7 +28,7 @@ from shared.model.styles import NO_CHECKS, StyleMix
 
 RECIPE_FILE = "recipe.sha256"  # in a built base: the digest of the recipe that built it
 
-CORPUS_VERSION = 9  # bump when corpus.py, styles.py, the generators or make_batch change what the base learns
+CORPUS_VERSION = 10  # bump when corpus.py, styles.py, the generators or make_batch change what the base learns
 
 
 class BaseRecipe(StrictModel):

@@ -1,14 +1,15 @@
-"""Corpus version 9 (the v3 world): every solution style under the same prompt, all final answers correct.
+"""Corpus version 10 (the v3 world): every solution style under the same prompt, all final answers correct.
 
 Styles of the think section (docs/MODEL.md gives the shares and why):
 - `direct`: "Quick answer: 11." (short; right on easy items, a guess on hard ones);
 - `step`: "Step by step: The number is 2. 3 left. 2 + 3 = 5, 2 left. 5 + 3 = 8, 1 left. 8 + 3 = 11, 0 left.";
-- `checked`: the steps, then "Let me check:", a second pass from the image, and "It matches.";
-- `slip`: two passes that disagree (a slip carried onwards in the first or in the check, "That gives 11, not
-  10."), then "Wait, let me re-check." and a third pass, right. The slipped pass is not trained on.
+- `checked`: the steps, each sum checked by counting on from its first number ("2 + 3 = 5, let me check: 3 2,
+  4 1, 5 0."), the pass going on from where the count ends;
+- `slip`: as checked, with one sum off (not trained on): the count ends elsewhere, and "Wait, 2 + 3 = 5, not
+  6." fixes it where it happens.
 Every style's answer is the last result written just before it.
-The checked and slip styles open alike ("Work, then check:"), so a sampled slip the model notices in
-its own check is fixed (the gate in tests/model/test_eval.py measures whether checking pays).
+The checked and slip styles open alike ("Work, then check:"): checking is one decision at the first word,
+and it pays off in the base's own samples (the gate in tests/model/test_eval.py).
 Prompts: the instruct system prompt with the think/answer layout, the chat with the `\\boxed{}` suffix, or
 (the pretrained-mode base, no chat data) plain text with or without the R1-zero template.
 """
@@ -49,32 +50,33 @@ class StyleMix:
 NO_CHECKS = StyleMix(direct=0.55, step=0.45, checked=0.0, slip=0.0)  # the ablation's corpus: direct stays the plurality
 
 
+def _count_on(a: int, x: int) -> str:
+    """`a + x` counted on by ones with a countdown of what is left to add: `10 2, 11 1, 12 0` for 9 + 3."""
+    return ", ".join(f"{a + j} {x - j}" for j in range(1, x + 1))
+
+
 def _checked_steps(c: Chain, rng: random.Random, slip_at: int | None) -> list[tuple[str, bool]]:
-    """The steps of a pass that checks each sum as it goes (`7 + 2 = 9, let me check: 7 + 2 = 9. 2 left.`). At
-    `slip_at`, the sum or its check (half the time each) is off by 1 or 2 (not trained on); the two disagree,
-    so "Wait, let me re-check:" computes the sum a third time, right, and the pass goes on from it."""
+    """The steps of a pass that checks each sum by counting on from its first number (`9 + 3 = 12, let me check:
+    10 2, 11 1, 12 0. 2 left.`) and goes on from where the count ends. At `slip_at` the sum is off by 1 or 2
+    (not trained on): the count ends elsewhere and the fix says so (`Wait, 9 + 3 = 12, not 13.`)."""
     parts: list[tuple[str, bool]] = []
     values = c.values()
     for i in range(c.times):
         a, b, left = values[i], values[i + 1], c.times - 1 - i
-        total = f" {a} + {c.x} ="
+        total, check = f" {a} + {c.x} =", f", let me check: {_count_on(a, c.x)}."
         if i != slip_at:
-            parts.append((f"{total} {b}, let me check:{total} {b}. {left} left.", True))
+            parts.append((f"{total} {b}{check} {left} left.", True))
             continue
         wrong = b + rng.choice([d for d in (-2, -1, 1, 2) if b + d >= 0])
-        fix = f". Wait, let me re-check:{total} {b}. {left} left."
-        if rng.random() < 0.5:
-            parts += [(total, True), (f" {wrong}", False), (f", let me check:{total} {b}{fix}", True)]
-        else:
-            parts += [(f"{total} {b}, let me check:{total}", True), (f" {wrong}", False), (fix, True)]
+        parts += [(total, True), (f" {wrong}", False), (f"{check} Wait,{total} {b}, not {wrong}. {left} left.", True)]
     return parts
 
 
 def solution_parts(p: ChainProblem, style: str, rng: random.Random) -> list[tuple[str, bool]]:
     """The think text of `p` in `style`, as (piece, trained) pieces. The checked styles check every sum right
-    after writing it; a slip (one sum or one check off) is noticed where it happens and fixed by a third
-    computation. The slipped number is not trained on (`trained` False): the base learns to notice and fix a
-    slip, not to make one (retry data with the error masked, Ye et al. 2024)."""
+    after writing it by counting on; a slipped sum is noticed where it happens and fixed from the count. The
+    slipped number is not trained on (`trained` False): the base learns to notice and fix a slip, not to make
+    one (retry data with the error masked, Ye et al. 2024)."""
     c = p.chain
     if style == "direct":
         return [(f"{OPENERS['direct']} {p.answer}.", True)]

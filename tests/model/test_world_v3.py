@@ -35,7 +35,6 @@ def test_every_style_ends_right_and_only_the_slip_revises() -> None:
     from shared.reflection import is_effective_reflection, is_reflective, response_style
 
     rng = random.Random(0)
-    effective = 0
     for _ in range(300):
         p = make_chain_problem(rng)
         texts = {s: solution(p, s, rng) for s in ("direct", "step", "checked", "slip")}
@@ -45,21 +44,25 @@ def test_every_style_ends_right_and_only_the_slip_revises() -> None:
         assert response_style(texts["direct"]) == "direct" and not is_reflective(texts["step"])
         assert response_style(texts["step"]) == "step"
         assert response_style(texts["checked"]) == "checked" and "Wait" not in texts["checked"]
-        assert response_style(texts["slip"]) == "fixed" and texts["slip"].count("Wait, let me re-check:") == 1
-        # the checked pass is the step pass with every sum checked right after it
-        sums = re.findall(r"\d+ \+ \d+ = \d+", texts["step"])
-        assert re.findall(r"\d+ \+ \d+ = \d+", texts["checked"]) == [s for s in sums for _ in (0, 1)]
-        assert texts["checked"].count("let me check:") == p.difficulty
-        # a slip: one sum or its check off, noticed at once and computed a third time, right
-        slip = re.search(r"(\d+ \+ \d+) = (\d+), let me check: \1 = (\d+)\. Wait, let me re-check: \1 = (\d+)\.",
+        assert response_style(texts["slip"]) == "fixed" and texts["slip"].count("Wait,") == 1
+        # the checked pass is the step pass with every sum checked right after it, by counting on from its first
+        # number with a countdown of what is left to add
+        sums = re.findall(r"(\d+) \+ (\d+) = (\d+)", texts["step"])
+        checked = re.findall(r"(\d+) \+ (\d+) = (\d+), let me check: ([^.]+)\.", texts["checked"])
+        assert [c[:3] for c in checked] == sums
+        for a, x, b, count in checked:
+            assert count == ", ".join(f"{int(a) + j} {int(x) - j}" for j in range(1, int(x) + 1))
+            assert count.endswith(f"{b} 0")
+        # a slip: one sum off; the count ends at the right value and the fix says so where it happens
+        slip = re.search(r"(\d+) \+ (\d+) = (\d+), let me check: [^.]+ (\d+) 0\. Wait, \1 \+ \2 = \4, not \3\.",
                          texts["slip"])
-        assert slip is not None and slip.group(2) != slip.group(3) and slip.group(4) in (slip.group(2), slip.group(3))
-        # effective when the sum was the wrong one (the check caught it), not when the check slipped
-        assert is_effective_reflection(texts["slip"], True) == (slip.group(2) != slip.group(4))
-        effective += is_effective_reflection(texts["slip"], True)
+        assert slip is not None and int(slip.group(4)) == int(slip.group(1)) + int(slip.group(2)) != int(slip.group(3))
+        assert is_effective_reflection(texts["slip"], True)
+        false_alarm = texts["checked"].replace(" 0. ", f" 0. Wait, {sums[0][0]} + {sums[0][1]} = {sums[0][2]}, "
+                                               f"not {sums[0][2]}. ", 1)
+        assert response_style(false_alarm) == "fixed" and not is_effective_reflection(false_alarm, True)
         assert not is_effective_reflection(texts["checked"], True)
         assert not is_effective_reflection(texts["slip"], False)
-    assert 100 < effective < 200  # half the slips are in the sum, half in its check
 
 
 def test_corpus_puts_every_style_under_the_same_prompt() -> None:
@@ -137,7 +140,6 @@ def test_the_slip_is_not_trained_on() -> None:
 
     tok, rng = build_tokenizer(), random.Random(4)
     slips = StyleMix(direct=0, step=0, checked=0, slip=1)
-    in_sum = 0
     for i in range(200):
         doc = render_v3_document(make_chain_problem(rng), rng, 16, slips, plain=i % 2 == 0)
         ids, labels = response_labels(tok, doc)
@@ -146,9 +148,8 @@ def test_the_slip_is_not_trained_on() -> None:
         wrong = doc.response[start:end]
         assert tok.decode([t for t, label in zip(ids, labels) if label == -100]) == wrong and wrong[1:].isdigit()
         assert all(label in (-100, t) for t, label in zip(ids, labels))
-        assert "Wait, let me re-check:" in doc.response[end:]  # the notice and the fix are trained
-        in_sum += doc.response[end:].startswith(", let me check:")
-    assert 70 < in_sum < 130  # the slip is in the sum or in its check, half the time each
+        assert doc.response[end:].startswith(", let me check:")  # a slip is in a sum, never in a count
+        assert f"not {wrong.strip()}." in doc.response[end:]  # the notice and the fix are trained
 
     step = render_v3_document(make_chain_problem(rng), rng, 16, StyleMix(direct=0, step=1, checked=0, slip=0), False)
     ids, labels = response_labels(tok, step)
