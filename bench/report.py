@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = REPO / "docs" / "BENCHMARKS.md"
 README = REPO / "README.md"
 DEMO_BEGIN, DEMO_END = "<!-- bench/report.py: demo table -->", "<!-- end of the generated demo table -->"
+SIGNATURES_BEGIN = "<!-- bench/report.py: signatures table -->"
+SIGNATURES_END = "<!-- end of the generated signatures table -->"
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,10 @@ def benchmarks_md(found: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _lengths(side: dict) -> str:
+    return ", ".join(f"{v['mean_length']:.0f}" for v in side["difficulty"].values())
+
+
 def demo_table(found: dict[str, dict]) -> str:
     demo = found.get("demo")
     if demo is None:
@@ -165,6 +171,10 @@ def demo_table(found: dict[str, dict]) -> str:
         f"| mean response length (tokens) | {base['mean_length']:.1f} | {final['mean_length']:.1f} |",
         *([f"| reflection rate | {base['reflection_rate']:.3f} | {final['reflection_rate']:.3f} |"]
           if base.get("reflection_rate") is not None else []),
+        *([f"| effective reflection | {base['effective_reflection']:.3f} | {final['effective_reflection']:.3f} |"]
+          if base.get("effective_reflection") is not None else []),
+        *([f"| mean length by difficulty {', '.join(final['difficulty'])} | {_lengths(base)} | {_lengths(final)} |"]
+          if final.get("difficulty") else []),
         *([f"| base's other prompt ({demo['base_other_prompt']['prompt']}): accuracy | "
            f"{demo['base_other_prompt']['accuracy']:.3f} | |"] if demo.get("base_other_prompt") else []),
         f"| wall time{'' if demo.get('base_cached') else ' (base built in the run)'} / training time | | "
@@ -173,13 +183,40 @@ def demo_table(found: dict[str, dict]) -> str:
     ])
 
 
-def readme_with_demo_table(readme: str, found: dict[str, dict]) -> str:
-    """`readme` with its generated demo table (between the markers) rewritten from the results."""
-    head, _, rest = readme.partition(DEMO_BEGIN)
-    _, _, tail = rest.partition(DEMO_END)
+def signatures_table(found: dict[str, dict]) -> str:
+    """base -> final of the three signatures for each run of bench/results/signatures.json."""
+    runs = found.get("signatures", {}).get("runs", {})
+    if not runs:
+        return f"{SIGNATURES_BEGIN}\nNo signatures recorded yet: `make bench-signatures`.\n{SIGNATURES_END}"
+    lines = [SIGNATURES_BEGIN, f"`make bench-signatures` (`bench/results/signatures.json`, recorded "
+             f"{found['signatures'].get('recorded_utc', '?')}), held-out, greedy, base -> after training:", "",
+             "| run | accuracy | best base prompt | mean length (tokens) | reflection rate | steps |",
+             "|---|---|---|---|---|---|"]
+    for name, run in runs.items():
+        if "error" in run:
+            lines.append(f"| {name} | {run['error']} | | | | |")
+            continue
+        b, f = run["base"], run["final"]
+        other = run.get("base_other_prompt") or {}
+        lines.append(f"| {name} | {b['accuracy']:.3f} -> {f['accuracy']:.3f} | "
+                     f"{other.get('prompt', '?')}: {other.get('accuracy', 0):.3f} | "
+                     f"{b['mean_length']:.1f} -> {f['mean_length']:.1f} | "
+                     f"{b['reflection_rate']:.3f} -> {f['reflection_rate']:.3f} | {run['settings']['steps']} |")
+    return "\n".join([*lines, SIGNATURES_END])
+
+
+def _between(text: str, begin: str, end: str, table: str) -> str:
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
     if not rest:
-        raise ValueError(f"README.md has no {DEMO_BEGIN!r} marker for the demo table")
-    return head + demo_table(found) + tail
+        raise ValueError(f"README.md has no {begin!r} marker")
+    return head + table + tail
+
+
+def readme_with_demo_table(readme: str, found: dict[str, dict]) -> str:
+    """`readme` with its generated demo and signatures tables (between their markers) rewritten from the results."""
+    readme = _between(readme, DEMO_BEGIN, DEMO_END, demo_table(found))
+    return _between(readme, SIGNATURES_BEGIN, SIGNATURES_END, signatures_table(found))
 
 
 def main() -> int:

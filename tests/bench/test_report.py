@@ -32,10 +32,12 @@ def test_the_readme_demo_table_is_generated_and_the_only_figures() -> None:
     first_block = readme.split("```")[1].splitlines()[1:]
     assert [line.split()[:2] for line in first_block] == [["make", "demo"], ["make", "test"]]
     assert report.readme_with_demo_table(readme, report.results()) == readme, "stale: run `make bench-report`"
-    head, _, rest = readme.partition(report.DEMO_BEGIN)
-    _, _, tail = rest.partition(report.DEMO_END)
-    outside = [m.group(0) for m in _MEASURED.finditer(head + tail)]
-    assert outside == [], f"README.md quotes figures outside its generated table: {outside}"
+    for begin, end in ((report.DEMO_BEGIN, report.DEMO_END), (report.SIGNATURES_BEGIN, report.SIGNATURES_END)):
+        head, _, rest = readme.partition(begin)
+        _, _, tail = rest.partition(end)
+        readme = head + tail
+    outside = [m.group(0) for m in _MEASURED.finditer(readme)]
+    assert outside == [], f"README.md quotes figures outside its generated tables: {outside}"
 
 
 def test_a_row_shows_figure_baseline_and_ratio(tmp_path: Path) -> None:
