@@ -24,6 +24,7 @@ SMALL_WORLD_RECIPE = RecipeConfig(
     max_staleness=4,
     system_prompt=INSTRUCT_SYSTEM_PROMPT,  # the tiny base learned the think/answer layout under this prompt
 )
+WORLD_2_RESPONSE_TOKENS = 64  # world 2's one-read answers
 
 
 class UpConfig(EurekaSettings):
@@ -77,10 +78,7 @@ class UpConfig(EurekaSettings):
 
 
 def small_world_recipe(world: int) -> RecipeConfig:
-    """The small-world recipe of a world: world 2's answers are short (64 tokens)."""
+    """The small-world recipe of a world: world 2's answers are short."""
     if world == 2:
         return SMALL_WORLD_RECIPE.model_copy(update={"max_response_tokens": WORLD_2_RESPONSE_TOKENS})
     return SMALL_WORLD_RECIPE
-
-
-WORLD_2_RESPONSE_TOKENS = 64

@@ -1,7 +1,7 @@
 """`eureka make-base`: pretrain the tiny Qwen2.5-VL on the small world's corpus for a few CPU minutes.
 
-Documents are generated on the fly (deterministic by seed), loss on the response tokens only. The
-vision tower stays at its random init, with the patch embedding made blind to a plain white patch:
+Documents are generated on the fly (deterministic by seed), loss on the response tokens only (less a slip's
+slipped number: `response_labels`), with M-RoPE positions. The vision tower stays at its random init, with the patch embedding made blind to a plain white patch:
 trained, it collapses to an image-independent output, and with the white background in every feature
 the text model learns to read the image far more slowly (docs/MODEL.md). The result is a normal HF
 checkpoint directory with `recipe.sha256` (`RECIPE_FILE`), so a changed recipe rebuilds the cache
@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from shared.config import StrictModel
 from shared.model.corpus import CorpusMix
-from shared.model.styles import NO_CHECKS, StyleMix
+from shared.model.styles import NO_CHECKS, Document, StyleMix
 
 RECIPE_FILE = "recipe.sha256"  # in a built base: the digest of the recipe that built it
 
@@ -91,7 +91,7 @@ def make_batch(problems: list[Any], rng: random.Random, tokenizer: Any, mix: Cor
     from shared.model.images import image_token_count, preprocess_images
     from shared.model.prompts import mm_token_type_ids
 
-    from shared.model.styles import Document, render_v3_document
+    from shared.model.styles import render_v3_document
 
     pixel_values, grid = preprocess_images([p.image for p in problems])
     counts = image_token_count(grid)
@@ -117,7 +117,7 @@ def make_batch(problems: list[Any], rng: random.Random, tokenizer: Any, mix: Cor
             "image_grid_thw": grid, "mm_token_type_ids": mm_token_type_ids(ids, image_token)}
 
 
-def response_labels(tokenizer: Any, doc: Any) -> tuple[list[int], list[int]]:
+def response_labels(tokenizer: Any, doc: Document) -> tuple[list[int], list[int]]:
     """The response's token ids and its labels: the ids, with -100 over `doc.untrained`'s spans (each tokenized
     in place: a span starts at a space, where the pre-tokenizer splits anyway)."""
     ids: list[int] = []
