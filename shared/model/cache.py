@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shared.model.pretrain import RECIPE_FILE, BaseRecipe, build_base
 from shared.model.multistep import REVISION
+from shared.model.pretrain import RECIPE_FILE, BaseRecipe, build_base
 from shared.model.synthetic import GENERATOR_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -41,11 +41,15 @@ class Chain:
     def result(self) -> int:
         return self.values()[-1]
 
+    def head(self) -> str:
+        """How every worked pass opens: the reads, then how many steps."""
+        return " ".join([*self.reads, f"{self.times} left."])
+
     def text(self) -> str:
-        """One pass: the reads, how many steps, then one step a sentence with the steps still to go."""
+        """One pass: the head, then one step a sentence with the steps still to go."""
         values = self.values()
         steps = [f"{values[i]} + {self.x} = {values[i + 1]}, {self.times - 1 - i} left." for i in range(self.times)]
-        return " ".join([*self.reads, f"{self.times} left.", *steps])
+        return " ".join([self.head(), *steps])
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """`eureka make-base`: pretrain the tiny Qwen2.5-VL on the small world's corpus for a few CPU minutes.
 
 Documents are generated on the fly (deterministic by seed), loss on the response tokens only (less a slip's
-slipped number: `response_labels`), with M-RoPE positions. The vision tower stays at its random init, with the patch embedding made blind to a plain white patch:
-trained, it collapses to an image-independent output, and with the white background in every feature
-the text model learns to read the image far more slowly (docs/MODEL.md). The result is a normal HF
-checkpoint directory with `recipe.sha256` (`RECIPE_FILE`), so a changed recipe rebuilds the cache
-(shared/model/cache.py).
+slipped number: `response_labels`), with M-RoPE positions. The vision tower stays at its random init, with
+the patch embedding made blind to a plain white patch: trained, it collapses to an image-independent output,
+and with the white background in every feature the text model learns to read the image far more slowly
+(docs/MODEL.md). The result is a normal HF checkpoint directory with `recipe.sha256` (`RECIPE_FILE`), so a
+changed recipe rebuilds the cache (shared/model/cache.py).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def solution_parts(p: ChainProblem, style: str, rng: random.Random) -> list[tupl
         return [(f"{OPENERS['direct']} {p.answer}.", True)]
     if style == "step":
         return [(f"{OPENERS['step']} {c.text()}", True)]
-    head = (f"{OPENERS[style]} {' '.join(c.reads)} {c.times} left.", True)
+    head = (f"{OPENERS[style]} {c.head()}", True)
     return [head, *_checked_steps(c, rng, rng.randrange(c.times) if style == "slip" else None)]
 
 
